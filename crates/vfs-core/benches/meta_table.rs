@@ -1,0 +1,2 @@
+//! Placeholder: the MetaTable bench lands with the foundation issue.
+fn main() {}

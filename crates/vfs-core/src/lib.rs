@@ -1,0 +1,22 @@
+//! `vfs-core`: the `VirtualFs` trait and the primitives a virtual filesystem needs to be
+//! correct under concurrency.
+//!
+//! Invariant of the crate: every primitive here exists because a real project got it
+//! wrong (the seeds in `doc/SEMANTICS.md` name each failure), is built from the
+//! [`sync`] facade so that loom checks the production code, and answers bad input with a
+//! [`VfsError`], never a panic.
+//!
+//! Start with [`VirtualFs`], then the reference backend [`memfs::MemFs`].
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod lock_order;
+pub mod memfs;
+pub mod meta;
+pub mod sync;
+pub mod types;
+pub mod vfs;
+
+pub use error::{Errno, VfsError, VfsResult};
+pub use types::*;
+pub use vfs::{VirtualFs, access_mask, check_access, check_xattr};

@@ -1,0 +1,317 @@
+//! The `VirtualFs` trait: the one interface every backend implements and every adapter
+//! (FUSE, NFS, P2P) consumes.
+//!
+//! Invariant: operations are keyed by inode number ([`Ino::ROOT`] is the root), take
+//! `&self` and may run concurrently from many threads of a multi-threaded tokio runtime;
+//! their futures are `Send`. A backend answers with values or a [`VfsError`]; it never
+//! panics on caller input. A default method exists only where its answer is honest for
+//! every backend that does not override it (xattrs "not supported", `forget` a no-op for
+//! a backend without per-inode state, `readdirplus` built from `readdir` + `getattr`).
+//!
+//! What each operation guarantees is written in `doc/SEMANTICS.md`.
+
+use std::ffi::{OsStr, OsString};
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::error::{VfsError, VfsResult};
+use crate::types::{
+    Attr, DirEntry, DirEntryPlus, Fh, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs, XattrSet,
+};
+
+/// Access bits for [`VirtualFs::access`] and [`check_access`] (`R_OK`, `W_OK`, `X_OK`).
+pub mod access_mask {
+    /// Existence only (`F_OK`).
+    pub const EXISTS: u32 = 0;
+    /// Read (`R_OK`).
+    pub const READ: u32 = 4;
+    /// Write (`W_OK`).
+    pub const WRITE: u32 = 2;
+    /// Execute or search (`X_OK`).
+    pub const EXEC: u32 = 1;
+}
+
+/// Whether `ctx` may access an object with attributes `attr` for `mask` (bits of
+/// [`access_mask`]), by the classic owner/group/other rules. Root may read and write
+/// anything and execute anything that has at least one execute bit (or is a directory).
+pub fn check_access(attr: &Attr, ctx: &RequestCtx, mask: u32) -> VfsResult<()> {
+    let mask = mask & 7;
+    if mask == 0 {
+        return Ok(());
+    }
+    if ctx.uid == 0 {
+        let any_x = attr.perm & 0o111 != 0 || attr.kind == crate::types::FileType::Directory;
+        return if mask & access_mask::EXEC != 0 && !any_x {
+            Err(VfsError::Access)
+        } else {
+            Ok(())
+        };
+    }
+    let bits = if ctx.uid == attr.uid {
+        (attr.perm >> 6) & 7
+    } else if ctx.gid == attr.gid {
+        (attr.perm >> 3) & 7
+    } else {
+        attr.perm & 7
+    };
+    if u32::from(bits) & mask == mask {
+        Ok(())
+    } else {
+        Err(VfsError::Access)
+    }
+}
+
+/// A filesystem: what a backend implements and an adapter serves.
+///
+/// All methods take a [`RequestCtx`] naming the caller. Names are [`Name`]s, already
+/// validated as single path components. File handles ([`Fh`]) are chosen by the backend
+/// in [`VirtualFs::open`] / [`VirtualFs::create`] and record their access mode: a write
+/// through a handle opened read-only fails with [`VfsError::BadHandle`] (`EBADF`).
+///
+/// Readdir cookies: cookie `0` starts a listing; every returned [`DirEntry`] carries the
+/// cookie that resumes *after* it. A listing resumed with cookies while entries are
+/// added and removed never repeats an entry, and every entry that exists untouched for
+/// the whole listing appears exactly once. `.` and `..` are included.
+pub trait VirtualFs: Send + Sync + 'static {
+    /// Finds `name` in directory `parent`. `ENOENT` is an answer, not a failure.
+    fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<Attr>> + Send;
+
+    /// The front end dropped `nlookup` references to `ino` (FUSE `FORGET`). A backend
+    /// with per-inode state releases it when the count reaches zero.
+    fn forget(&self, ino: Ino, nlookup: u64) -> impl Future<Output = ()> + Send {
+        let _ = (ino, nlookup);
+        async {}
+    }
+
+    /// Attributes of `ino`, never older than the last write that completed before this
+    /// call began.
+    fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> impl Future<Output = VfsResult<Attr>> + Send;
+
+    /// Changes attributes (chmod, chown, truncate, utimes) and returns the new ones.
+    fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> impl Future<Output = VfsResult<Attr>> + Send;
+
+    /// The target of symlink `ino`.
+    fn readlink(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<OsString>> + Send;
+
+    /// Creates a node: regular file, fifo, socket, character or block device, by the type
+    /// bits of `mode`. `umask` is applied to the permission bits.
+    fn mknod(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+
+    /// Creates a directory.
+    fn mkdir(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        mode: u32,
+        umask: u32,
+    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+
+    /// Removes a non-directory name. The inode lives on while it has other names or open
+    /// handles.
+    fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send;
+
+    /// Removes an empty directory.
+    fn rmdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send;
+
+    /// Creates a symbolic link to `target` (stored verbatim, never followed by the backend).
+    fn symlink(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        target: &OsStr,
+    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+
+    /// Renames `parent/name` to `newparent/newname`, atomically, with `renameat2` flags.
+    fn rename(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        newparent: Ino,
+        newname: Name<'_>,
+        flags: RenameFlags,
+    ) -> impl Future<Output = VfsResult<()>> + Send;
+
+    /// Adds the name `newparent/newname` for `ino`.
+    fn link(
+        &self,
+        ctx: &RequestCtx,
+        ino: Ino,
+        newparent: Ino,
+        newname: Name<'_>,
+    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+
+    /// Opens `ino`; the handle records the access mode of `flags`. `O_TRUNC` truncates.
+    fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> impl Future<Output = VfsResult<Fh>> + Send;
+
+    /// Creates and opens a regular file (`O_CREAT`; `O_EXCL` fails with `EEXIST` on an
+    /// existing name).
+    fn create(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        mode: u32,
+        umask: u32,
+        flags: OpenFlags,
+    ) -> impl Future<Output = VfsResult<(Attr, Fh)>> + Send;
+
+    /// Reads up to `size` bytes at `offset`; fewer only at end of file. Holes read as zeros.
+    fn read(
+        &self,
+        ctx: &RequestCtx,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+    ) -> impl Future<Output = VfsResult<Bytes>> + Send;
+
+    /// Writes `data` at `offset` (at the end of file for a handle opened `O_APPEND`) and
+    /// returns the count written.
+    fn write(
+        &self,
+        ctx: &RequestCtx,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        data: &[u8],
+    ) -> impl Future<Output = VfsResult<u32>> + Send;
+
+    /// Called on each `close(2)` of a descriptor of this handle.
+    fn flush(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, ino, fh);
+        async { Ok(()) }
+    }
+
+    /// Makes the file's data (and, unless `datasync`, its metadata) durable.
+    fn fsync(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, datasync: bool) -> impl Future<Output = VfsResult<()>> + Send;
+
+    /// The handle is closed for good.
+    fn release(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> impl Future<Output = VfsResult<()>> + Send;
+
+    /// Up to `max` entries of directory `ino` after `cookie` (0: from the start).
+    fn readdir(
+        &self,
+        ctx: &RequestCtx,
+        ino: Ino,
+        cookie: u64,
+        max: usize,
+    ) -> impl Future<Output = VfsResult<Vec<DirEntry>>> + Send;
+
+    /// Like [`VirtualFs::readdir`], with each entry's attributes. The default asks
+    /// `getattr` for each entry and skips entries that vanished in between.
+    fn readdirplus(
+        &self,
+        ctx: &RequestCtx,
+        ino: Ino,
+        cookie: u64,
+        max: usize,
+    ) -> impl Future<Output = VfsResult<Vec<DirEntryPlus>>> + Send {
+        async move {
+            let entries = self.readdir(ctx, ino, cookie, max).await?;
+            let mut out = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match self.getattr(ctx, entry.ino, None).await {
+                    Ok(attr) => out.push(DirEntryPlus { entry, attr }),
+                    Err(VfsError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// Filesystem-wide figures.
+    fn statfs(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<StatFs>> + Send;
+
+    /// Checks `mask` (bits of [`access_mask`]) for the caller. The default applies
+    /// [`check_access`] to `getattr`'s answer.
+    fn access(&self, ctx: &RequestCtx, ino: Ino, mask: u32) -> impl Future<Output = VfsResult<()>> + Send {
+        async move {
+            let attr = self.getattr(ctx, ino, None).await?;
+            check_access(&attr, ctx, mask)
+        }
+    }
+
+    /// The value of extended attribute `name`. Default: not supported.
+    fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> impl Future<Output = VfsResult<Bytes>> + Send {
+        let _ = (ctx, ino, name);
+        async { Err(VfsError::Unsupported) }
+    }
+
+    /// Sets extended attribute `name`. Default: not supported.
+    fn setxattr(
+        &self,
+        ctx: &RequestCtx,
+        ino: Ino,
+        name: &OsStr,
+        value: &[u8],
+        how: XattrSet,
+    ) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, ino, name, value, how);
+        async { Err(VfsError::Unsupported) }
+    }
+
+    /// Names of all extended attributes of `ino`. Default: not supported.
+    fn listxattr(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<Vec<OsString>>> + Send {
+        let _ = (ctx, ino);
+        async { Err(VfsError::Unsupported) }
+    }
+
+    /// Removes extended attribute `name`. Default: not supported.
+    fn removexattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, ino, name);
+        async { Err(VfsError::Unsupported) }
+    }
+
+    /// Allocates (mode 0: extends the size to `offset + length` if smaller). Default: not
+    /// supported, which makes `posix_fallocate(3)` fall back to writing zeros.
+    fn fallocate(
+        &self,
+        ctx: &RequestCtx,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, ino, fh, offset, length, mode);
+        async { Err(VfsError::Unsupported) }
+    }
+}
+
+/// Largest extended attribute value (Linux `XATTR_SIZE_MAX`).
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// Longest extended attribute name (Linux `XATTR_NAME_MAX`).
+pub const XATTR_NAME_MAX: usize = 255;
+
+/// Checks an extended attribute name (non-empty, at most [`XATTR_NAME_MAX`] bytes, with a
+/// namespace prefix) and value size.
+pub fn check_xattr(name: &OsStr, value: Option<&[u8]>) -> VfsResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return Err(VfsError::Invalid("empty xattr name"));
+    }
+    if b.len() > XATTR_NAME_MAX {
+        return Err(VfsError::Range);
+    }
+    if !b.contains(&b'.') {
+        return Err(VfsError::Unsupported);
+    }
+    if value.is_some_and(|v| v.len() > XATTR_SIZE_MAX) {
+        return Err(VfsError::TooBig);
+    }
+    Ok(())
+}
