@@ -19,4 +19,4 @@ pub mod vfs;
 
 pub use error::{Errno, VfsError, VfsResult};
 pub use types::*;
-pub use vfs::{VirtualFs, access_mask, check_access, check_xattr};
+pub use vfs::{InodeStability, VirtualFs, access_mask, check_access, check_xattr};

@@ -74,6 +74,17 @@ pub fn check_access(attr: &Attr, ctx: &RequestCtx, mask: u32) -> VfsResult<()> {
 /// added and removed never repeats an entry, and every entry that exists untouched for
 /// the whole listing appears exactly once. `.` and `..` are included.
 pub trait VirtualFs: Send + Sync + 'static {
+    /// A stable name for what this filesystem serves (e.g. `localfs:/srv/data`). Stateless
+    /// front ends derive their file-handle generation from it, so the same source gives
+    /// the same handles across restarts and another source's handles are refused as stale.
+    fn source_id(&self) -> &str;
+
+    /// Whether inode numbers survive a restart of the backend (see [`InodeStability`]).
+    /// The default is the conservative answer.
+    fn inode_stability(&self) -> InodeStability {
+        InodeStability::Volatile
+    }
+
     /// Finds `name` in directory `parent`. `ENOENT` is an answer, not a failure.
     fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<Attr>> + Send;
 
@@ -289,6 +300,21 @@ pub trait VirtualFs: Send + Sync + 'static {
         let _ = (ctx, ino, fh, offset, length, mode);
         async { Err(VfsError::Unsupported) }
     }
+}
+
+/// Whether a backend's inode numbers survive a restart.
+///
+/// A handle held by an NFS client across a server restart (seed 003) still names the same
+/// file only if the backend gives the file the same inode number after the restart.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum InodeStability {
+    /// The same object has the same inode number after a restart (e.g. `LocalFs`, which
+    /// uses the host's inode numbers). Handles from before a restart keep working.
+    Stable,
+    /// Inode numbers are assigned afresh on each start (e.g. `MemFs`). A front end must
+    /// make handles from an earlier instance fail as stale, never resolve to another file;
+    /// such a backend should put something unique per instance into its `source_id`.
+    Volatile,
 }
 
 /// Largest extended attribute value (Linux `XATTR_SIZE_MAX`).
