@@ -1,2 +1,141 @@
-//! Placeholder: the MetaTable bench lands with the foundation issue.
-fn main() {}
+//! `MetaTable` against the bare data structure it replaces: a `DashMap<u64, Attr>` of the
+//! same shape. Reads copy one field out; updates change two fields. One thread, and two
+//! threads running the same loop at once (time per operation per thread).
+//!
+//! Run: `cargo bench -p vfs-core --bench meta_table`. The ratio MetaTable / DashMap is
+//! what `doc/BENCHMARKS.md` reports.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dashmap::DashMap;
+use vfs_core::lock_order::{Locked, Unlocked};
+use vfs_core::meta::MetaTable;
+use vfs_core::{Attr, FileType, Ino, Timestamp};
+
+const KEYS: u64 = 1024;
+
+fn attr(i: u64) -> Attr {
+    Attr {
+        ino: Ino(i),
+        kind: FileType::Regular,
+        perm: 0o644,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        size: i,
+        blocks: 0,
+        blksize: 4096,
+        rdev: 0,
+        atime: Timestamp::EPOCH,
+        mtime: Timestamp::EPOCH,
+        ctime: Timestamp::EPOCH,
+    }
+}
+
+/// Next key of a cheap pseudo-random walk over 2..KEYS+2.
+fn next(k: u64) -> u64 {
+    2 + (k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 33) % KEYS
+}
+
+trait Table: Send + Sync + 'static {
+    fn read(&self, k: u64) -> u64;
+    fn update(&self, k: u64);
+}
+
+impl Table for MetaTable<Attr> {
+    fn read(&self, k: u64) -> u64 {
+        MetaTable::read(self, &mut Locked::<Unlocked>::new(), Ino(k), |a| a.size).unwrap_or(0)
+    }
+    fn update(&self, k: u64) {
+        MetaTable::update(self, &mut Locked::<Unlocked>::new(), Ino(k), |a| {
+            a.size += 1;
+            a.mtime.secs += 1;
+        });
+    }
+}
+
+impl Table for DashMap<u64, Attr> {
+    fn read(&self, k: u64) -> u64 {
+        self.get(&k).map(|a| a.size).unwrap_or(0)
+    }
+    fn update(&self, k: u64) {
+        if let Some(mut a) = self.get_mut(&k) {
+            a.size += 1;
+            a.mtime.secs += 1;
+        }
+    }
+}
+
+fn meta_table() -> Arc<MetaTable<Attr>> {
+    let t = MetaTable::new();
+    let mut tok = Locked::<Unlocked>::new();
+    for i in 2..KEYS + 2 {
+        let _ = t.insert(&mut tok, Ino(i), attr(i));
+    }
+    Arc::new(t)
+}
+
+fn dash_map() -> Arc<DashMap<u64, Attr>> {
+    let m = DashMap::new();
+    for i in 2..KEYS + 2 {
+        m.insert(i, attr(i));
+    }
+    Arc::new(m)
+}
+
+/// Runs `op` `iters` times on each of `threads` threads at once; returns the wall time
+/// (so the figure is time per operation per thread).
+fn run<T: Table>(t: &Arc<T>, threads: usize, iters: u64, write: bool) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads)
+        .map(|n| {
+            let t = Arc::clone(t);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut k = n as u64 * 7919;
+                let mut acc = 0u64;
+                for _ in 0..iters {
+                    k = next(k);
+                    if write {
+                        t.update(k);
+                    } else {
+                        acc = acc.wrapping_add(t.read(k));
+                    }
+                }
+                black_box(acc);
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for w in workers {
+        let _ = w.join();
+    }
+    start.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let mt = meta_table();
+    let dm = dash_map();
+    for threads in [1usize, 2] {
+        for (op, write) in [("read", false), ("update", true)] {
+            let mut g = c.benchmark_group(format!("{op}/{threads}t"));
+            g.bench_function("dashmap", |b| b.iter_custom(|iters| run(&dm, threads, iters, write)));
+            g.bench_function("meta_table", |b| b.iter_custom(|iters| run(&mt, threads, iters, write)));
+            g.finish();
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

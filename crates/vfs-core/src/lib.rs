@@ -20,3 +20,8 @@ pub mod vfs;
 pub use error::{Errno, VfsError, VfsResult};
 pub use types::*;
 pub use vfs::{InodeStability, VirtualFs, access_mask, check_access, check_xattr};
+
+/// The README's code blocks, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -339,7 +339,8 @@ impl<T, L> DerefMut for MutexGuard<'_, T, L> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
+#[cfg(not(loom))]
 mod tests {
     use super::*;
 

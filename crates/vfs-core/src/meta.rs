@@ -281,7 +281,8 @@ impl<T> MetaTable<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
+#[cfg(not(loom))]
 mod tests {
     use super::*;
     use crate::lock_order::Unlocked;

@@ -5,8 +5,10 @@
 //! `&self` and may run concurrently from many threads of a multi-threaded tokio runtime;
 //! their futures are `Send`. A backend answers with values or a [`VfsError`]; it never
 //! panics on caller input. A default method exists only where its answer is honest for
-//! every backend that does not override it (xattrs "not supported", `forget` a no-op for
-//! a backend without per-inode state, `readdirplus` built from `readdir` + `getattr`).
+//! every backend that does not override it: `ENOSYS` ("not implemented") for every
+//! operation that changes the tree or file data, so a read-only backend implements six
+//! methods; xattrs "not supported"; `forget` and `release` no-ops for a backend without
+//! per-inode or per-handle state; `readdirplus` built from `readdir` + `getattr`.
 //!
 //! What each operation guarantees is written in `doc/SEMANTICS.md`.
 
@@ -100,13 +102,25 @@ pub trait VirtualFs: Send + Sync + 'static {
     fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> impl Future<Output = VfsResult<Attr>> + Send;
 
     /// Changes attributes (chmod, chown, truncate, utimes) and returns the new ones.
-    fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> impl Future<Output = VfsResult<Attr>> + Send;
+    ///
+    /// Default: `ENOSYS` (not implemented).
+    fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> impl Future<Output = VfsResult<Attr>> + Send {
+        let _ = (ctx, ino, set);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// The target of symlink `ino`.
-    fn readlink(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<OsString>> + Send;
+    ///
+    /// Default: `ENOSYS` (not implemented).
+    fn readlink(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<OsString>> + Send {
+        let _ = (ctx, ino);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Creates a node: regular file, fifo, socket, character or block device, by the type
     /// bits of `mode`. `umask` is applied to the permission bits.
+    ///
+    /// Default: `ENOSYS` (not implemented).
     fn mknod(
         &self,
         ctx: &RequestCtx,
@@ -115,9 +129,14 @@ pub trait VirtualFs: Send + Sync + 'static {
         mode: u32,
         umask: u32,
         rdev: u64,
-    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+    ) -> impl Future<Output = VfsResult<Attr>> + Send {
+        let _ = (ctx, parent, name, mode, umask, rdev);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Creates a directory.
+    ///
+    /// Default: `ENOSYS` (not implemented).
     fn mkdir(
         &self,
         ctx: &RequestCtx,
@@ -125,25 +144,45 @@ pub trait VirtualFs: Send + Sync + 'static {
         name: Name<'_>,
         mode: u32,
         umask: u32,
-    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+    ) -> impl Future<Output = VfsResult<Attr>> + Send {
+        let _ = (ctx, parent, name, mode, umask);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Removes a non-directory name. The inode lives on while it has other names or open
     /// handles.
-    fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send;
+    ///
+    /// Default: `ENOSYS` (not implemented).
+    fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, parent, name);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Removes an empty directory.
-    fn rmdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send;
+    ///
+    /// Default: `ENOSYS` (not implemented).
+    fn rmdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, parent, name);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Creates a symbolic link to `target` (stored verbatim, never followed by the backend).
+    ///
+    /// Default: `ENOSYS` (not implemented).
     fn symlink(
         &self,
         ctx: &RequestCtx,
         parent: Ino,
         name: Name<'_>,
         target: &OsStr,
-    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+    ) -> impl Future<Output = VfsResult<Attr>> + Send {
+        let _ = (ctx, parent, name, target);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Renames `parent/name` to `newparent/newname`, atomically, with `renameat2` flags.
+    ///
+    /// Default: `ENOSYS` (not implemented).
     fn rename(
         &self,
         ctx: &RequestCtx,
@@ -152,22 +191,32 @@ pub trait VirtualFs: Send + Sync + 'static {
         newparent: Ino,
         newname: Name<'_>,
         flags: RenameFlags,
-    ) -> impl Future<Output = VfsResult<()>> + Send;
+    ) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, parent, name, newparent, newname, flags);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Adds the name `newparent/newname` for `ino`.
+    ///
+    /// Default: `ENOSYS` (not implemented).
     fn link(
         &self,
         ctx: &RequestCtx,
         ino: Ino,
         newparent: Ino,
         newname: Name<'_>,
-    ) -> impl Future<Output = VfsResult<Attr>> + Send;
+    ) -> impl Future<Output = VfsResult<Attr>> + Send {
+        let _ = (ctx, ino, newparent, newname);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Opens `ino`; the handle records the access mode of `flags`. `O_TRUNC` truncates.
     fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> impl Future<Output = VfsResult<Fh>> + Send;
 
     /// Creates and opens a regular file (`O_CREAT`; `O_EXCL` fails with `EEXIST` on an
     /// existing name).
+    ///
+    /// Default: `ENOSYS` (not implemented).
     fn create(
         &self,
         ctx: &RequestCtx,
@@ -176,7 +225,10 @@ pub trait VirtualFs: Send + Sync + 'static {
         mode: u32,
         umask: u32,
         flags: OpenFlags,
-    ) -> impl Future<Output = VfsResult<(Attr, Fh)>> + Send;
+    ) -> impl Future<Output = VfsResult<(Attr, Fh)>> + Send {
+        let _ = (ctx, parent, name, mode, umask, flags);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Reads up to `size` bytes at `offset`; fewer only at end of file. Holes read as zeros.
     fn read(
@@ -190,6 +242,8 @@ pub trait VirtualFs: Send + Sync + 'static {
 
     /// Writes `data` at `offset` (at the end of file for a handle opened `O_APPEND`) and
     /// returns the count written.
+    ///
+    /// Default: `ENOSYS` (not implemented).
     fn write(
         &self,
         ctx: &RequestCtx,
@@ -197,7 +251,10 @@ pub trait VirtualFs: Send + Sync + 'static {
         fh: Fh,
         offset: u64,
         data: &[u8],
-    ) -> impl Future<Output = VfsResult<u32>> + Send;
+    ) -> impl Future<Output = VfsResult<u32>> + Send {
+        let _ = (ctx, ino, fh, offset, data);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Called on each `close(2)` of a descriptor of this handle.
     fn flush(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> impl Future<Output = VfsResult<()>> + Send {
@@ -206,10 +263,20 @@ pub trait VirtualFs: Send + Sync + 'static {
     }
 
     /// Makes the file's data (and, unless `datasync`, its metadata) durable.
-    fn fsync(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, datasync: bool) -> impl Future<Output = VfsResult<()>> + Send;
+    ///
+    /// Default: `ENOSYS` (not implemented).
+    fn fsync(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, datasync: bool) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, ino, fh, datasync);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// The handle is closed for good.
-    fn release(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> impl Future<Output = VfsResult<()>> + Send;
+    ///
+    /// Default: nothing to release.
+    fn release(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> impl Future<Output = VfsResult<()>> + Send {
+        let _ = (ctx, ino, fh);
+        async { Ok(()) }
+    }
 
     /// Up to `max` entries of directory `ino` after `cookie` (0: from the start).
     fn readdir(
@@ -244,7 +311,12 @@ pub trait VirtualFs: Send + Sync + 'static {
     }
 
     /// Filesystem-wide figures.
-    fn statfs(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<StatFs>> + Send;
+    ///
+    /// Default: `ENOSYS` (not implemented).
+    fn statfs(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<StatFs>> + Send {
+        let _ = (ctx, ino);
+        async { Err(VfsError::NotImplemented) }
+    }
 
     /// Checks `mask` (bits of [`access_mask`]) for the caller. The default applies
     /// [`check_access`] to `getattr`'s answer.

@@ -1,0 +1,1141 @@
+//! `MemFs`: the in-memory reference backend, full POSIX.
+//!
+//! Invariant: every field of every inode (attributes, data, directory entries, xattrs,
+//! open count) is read and written only under that inode's [`MetaTable`] file lock; an
+//! operation that changes several inodes (rename, link, unlink) locks them together
+//! through [`FileCell::write_many`] (inode order) and re-checks, under those locks, that
+//! the names it looked up still point where they did, retrying otherwise. Cross-directory
+//! renames are serialized by a [`Namespace`]-level lock so the "not into its own subtree"
+//! check cannot race with another rename. An inode is dropped when it has no name and no
+//! open handle.
+//!
+//! Access control (`EACCES`) is the front end's job, as with FUSE's `default_permissions`:
+//! MemFs trusts the caller's checks and only applies the rules a filesystem itself owns
+//! (ownership of new files, setgid inheritance, clearing setuid/setgid on chown and on
+//! writes by non-root, xattr namespaces). It does not update atime on reads (as if
+//! mounted `noatime`). Its inode numbers do not survive a restart
+//! ([`InodeStability::Volatile`]).
+
+mod node;
+
+use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use crate::error::{VfsError, VfsResult};
+use crate::lock_order::{File, LockAfter, Locked, Map, Namespace, OrderedMutex, Unlocked};
+use crate::meta::{FileCell, MetaTable};
+use crate::types::{
+    AccessMode, Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
+    Timestamp, XattrSet, check_symlink_target,
+};
+use crate::vfs::{InodeStability, VirtualFs, check_xattr};
+use node::{Content, DirData, FileData, MAX_FILE_SIZE, Node, Slot};
+
+/// Most hard links one inode may have.
+const LINK_MAX: u32 = 65_000;
+/// The size `statfs` reports, in bytes (MemFs itself is bounded only by memory).
+const REPORTED_CAPACITY: u64 = 1 << 40;
+const BLOCK: u32 = 4096;
+
+/// What `make_node` creates.
+struct NewNode {
+    kind: FileType,
+    /// Permission bits, umask already applied.
+    perm: u32,
+    rdev: u64,
+    content: Content,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct OpenFile {
+    ino: Ino,
+    mode: AccessMode,
+    append: bool,
+}
+
+/// An in-memory filesystem implementing every [`VirtualFs`] operation.
+///
+/// ```
+/// use vfs_core::{memfs::MemFs, Ino, Name, OpenFlags, RequestCtx, VirtualFs};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let fs = MemFs::new();
+/// let ctx = RequestCtx::ROOT;
+/// let (attr, fh) = fs
+///     .create(&ctx, Ino::ROOT, Name::new("hello".as_ref())?, 0o644, 0o022, OpenFlags::RDWR)
+///     .await?;
+/// fs.write(&ctx, attr.ino, fh, 0, b"hi").await?;
+/// assert_eq!(&fs.read(&ctx, attr.ino, fh, 0, 10).await?[..], b"hi");
+/// fs.release(&ctx, attr.ino, fh).await?;
+/// # Ok::<(), vfs_core::VfsError>(())
+/// # }).unwrap();
+/// ```
+pub struct MemFs {
+    table: MetaTable<Node>,
+    renames: OrderedMutex<(), Namespace>,
+    handles: DashMap<u64, OpenFile>,
+    next_ino: AtomicU64,
+    next_fh: AtomicU64,
+    allocated: AtomicU64,
+    source_id: String,
+}
+
+impl std::fmt::Debug for MemFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemFs")
+            .field("source_id", &self.source_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemFs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemFs {
+    /// An empty filesystem whose root is owned by root, mode 0755.
+    pub fn new() -> MemFs {
+        MemFs::with_root(0, 0, 0o755)
+    }
+
+    /// An empty filesystem whose root directory has this owner and mode.
+    pub fn with_root(uid: u32, gid: u32, perm: u16) -> MemFs {
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let now = Timestamp::now();
+        let fs = MemFs {
+            table: MetaTable::new(),
+            renames: OrderedMutex::new(()),
+            handles: DashMap::new(),
+            next_ino: AtomicU64::new(Ino::ROOT.0 + 1),
+            next_fh: AtomicU64::new(1),
+            allocated: AtomicU64::new(0),
+            source_id: format!(
+                "memfs:{}:{}.{}:{}",
+                std::process::id(),
+                now.secs,
+                now.nsecs,
+                INSTANCE.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        let attr = new_attr(Ino::ROOT, FileType::Directory, perm & 0o7777, uid, gid, 0, now);
+        let mut tok = Locked::new();
+        // A fresh table cannot already hold the root.
+        let _ = fs.table.insert(
+            &mut tok,
+            Ino::ROOT,
+            Node::new(attr, Content::Dir(DirData::new(Ino::ROOT))),
+        );
+        fs
+    }
+
+    /// Number of live inodes (for tests and diagnostics).
+    pub fn inode_count(&self) -> usize {
+        self.table.len(&mut Locked::new())
+    }
+
+    /// Number of open handles (for tests and diagnostics).
+    pub fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+
+    fn alloc_ino(&self) -> Ino {
+        Ino(self.next_ino.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn handle(&self, ino: Ino, fh: Fh) -> VfsResult<OpenFile> {
+        match self.handles.get(&fh.0) {
+            Some(of) if of.ino == ino => Ok(*of),
+            _ => Err(VfsError::BadHandle),
+        }
+    }
+
+    fn cell<P>(&self, tok: &mut Locked<P>, ino: Ino) -> VfsResult<crate::sync::Arc<FileCell<Node>>>
+    where
+        Map: LockAfter<P>,
+    {
+        self.table.get(tok, ino).ok_or(VfsError::Stale)
+    }
+
+    /// The entry `name` of directory `dir`, if any.
+    fn entry<P>(&self, tok: &mut Locked<P>, dir: Ino, name: &OsStr) -> VfsResult<Option<Slot>>
+    where
+        Map: LockAfter<P>,
+    {
+        self.table
+            .read(tok, dir, |n| n.dir().map(|d| d.get(name)))
+            .ok_or(VfsError::Stale)?
+    }
+
+    fn parent_of<P>(&self, tok: &mut Locked<P>, dir: Ino) -> VfsResult<Ino>
+    where
+        Map: LockAfter<P>,
+    {
+        self.table
+            .read(tok, dir, |n| n.dir().map(|d| d.parent))
+            .ok_or(VfsError::Stale)?
+    }
+
+    /// `Err(EINVAL)` if `dir` is `ancestor` or lies beneath it.
+    fn check_not_within<P>(&self, tok: &mut Locked<P>, dir: Ino, ancestor: Ino) -> VfsResult<()>
+    where
+        Map: LockAfter<P>,
+    {
+        let mut cur = dir;
+        loop {
+            if cur == ancestor {
+                return Err(VfsError::Invalid("cannot move a directory into itself"));
+            }
+            if cur == Ino::ROOT {
+                return Ok(());
+            }
+            cur = self.parent_of(tok, cur)?;
+        }
+    }
+
+    fn add_allocated(&self, grown: u64) {
+        if grown > 0 {
+            self.allocated.fetch_add(grown, Ordering::Relaxed);
+        }
+    }
+
+    fn sub_allocated(&self, freed: u64) {
+        if freed > 0 {
+            self.allocated.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops `ino` if it has neither names nor open handles.
+    fn reap<P>(&self, tok: &mut Locked<P>, ino: Ino)
+    where
+        Map: LockAfter<P>,
+        File: LockAfter<P>,
+    {
+        if let Some(cell) = self.table.remove_if(tok, ino, Node::is_dead) {
+            let freed = match &cell.read(tok).content {
+                Content::File(d) => d.allocated(),
+                _ => 0,
+            };
+            self.sub_allocated(freed);
+        }
+    }
+
+    /// Creates a node named `name` in `parent`: inserted into the table first (its number
+    /// is fresh, nobody can reach it), then linked into the parent under the parent's lock.
+    fn make_node(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, spec: NewNode) -> VfsResult<Attr> {
+        let NewNode {
+            kind,
+            perm,
+            rdev,
+            content,
+        } = spec;
+        let mut tok = Locked::<Unlocked>::new();
+        let now = Timestamp::now();
+        let (pgid, pperm) = self
+            .table
+            .read(&mut tok, parent, |n| n.dir().map(|_| (n.attr.gid, n.attr.perm)))
+            .ok_or(VfsError::Stale)??;
+        let setgid_dir = pperm & 0o2000 != 0;
+        let gid = if setgid_dir { pgid } else { ctx.gid };
+        let mut perm = (perm & 0o7777) as u16;
+        if setgid_dir && kind == FileType::Directory {
+            perm |= 0o2000;
+        }
+        let ino = self.alloc_ino();
+        let attr = new_attr(ino, kind, perm, ctx.uid, gid, rdev, now);
+        if self.table.insert(&mut tok, ino, Node::new(attr, content)).is_err() {
+            return Err(VfsError::Io("inode number reused".into()));
+        }
+        let linked = self
+            .table
+            .update(&mut tok, parent, |p| {
+                let d = p.live_dir_mut()?;
+                if d.get(name.as_os_str()).is_some() {
+                    return Err(VfsError::Exists);
+                }
+                d.insert(name.to_os_string(), ino, kind);
+                if kind == FileType::Directory {
+                    p.attr.nlink += 1;
+                }
+                p.touch_data(now);
+                Ok(())
+            })
+            .unwrap_or(Err(VfsError::Stale));
+        match linked {
+            Ok(()) => Ok(attr),
+            Err(e) => {
+                self.table.remove(&mut tok, ino);
+                Err(e)
+            }
+        }
+    }
+
+    fn open_node(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+        let mode = flags.access();
+        let now = Timestamp::now();
+        let mut tok = Locked::<Unlocked>::new();
+        let freed = self
+            .table
+            .update(&mut tok, ino, |n| {
+                match n.attr.kind {
+                    FileType::Directory if mode.can_write() => return Err(VfsError::IsDir),
+                    FileType::Symlink => return Err(VfsError::Loop),
+                    _ => {}
+                }
+                let mut freed = 0;
+                if flags.truncate()
+                    && mode.can_write()
+                    && let Content::File(d) = &mut n.content
+                {
+                    freed = d.truncate(0);
+                    n.attr.size = 0;
+                    n.touch_data(now);
+                    n.update_blocks();
+                }
+                n.open += 1;
+                Ok(freed)
+            })
+            .ok_or(VfsError::Stale)??;
+        self.sub_allocated(freed);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(
+            fh,
+            OpenFile {
+                ino,
+                mode,
+                append: flags.append(),
+            },
+        );
+        Ok(Fh(fh))
+    }
+
+    fn rename_locked<P>(
+        &self,
+        tok: &mut Locked<P>,
+        parent: Ino,
+        name: Name<'_>,
+        newparent: Ino,
+        newname: Name<'_>,
+        flags: RenameFlags,
+    ) -> VfsResult<()>
+    where
+        Map: LockAfter<P>,
+        File: LockAfter<P>,
+    {
+        loop {
+            let now = Timestamp::now();
+            let src = self.entry(tok, parent, name.as_os_str())?.ok_or(VfsError::NotFound)?;
+            let dst = self.entry(tok, newparent, newname.as_os_str())?;
+            if let Some(d) = dst {
+                if d.ino == src.ino {
+                    // Two names of one inode: POSIX says do nothing.
+                    return Ok(());
+                }
+                if flags.noreplace() {
+                    return Err(VfsError::Exists);
+                }
+            } else if flags.exchange() {
+                return Err(VfsError::NotFound);
+            }
+            if parent != newparent {
+                if src.kind == FileType::Directory {
+                    self.check_not_within(tok, newparent, src.ino)?;
+                }
+                if let Some(d) = dst.filter(|d| flags.exchange() && d.kind == FileType::Directory) {
+                    self.check_not_within(tok, parent, d.ino)?;
+                }
+            }
+            let pcell = self.cell(tok, parent)?;
+            let npcell = self.cell(tok, newparent)?;
+            let Some(scell) = self.table.get(tok, src.ino) else {
+                continue;
+            };
+            let dcell = match dst {
+                Some(d) => match self.table.get(tok, d.ino) {
+                    Some(c) => Some(c),
+                    None => continue,
+                },
+                None => None,
+            };
+            let mut cells: Vec<&FileCell<Node>> = vec![&pcell, &npcell, &scell];
+            if let Some(c) = &dcell {
+                cells.push(c);
+            }
+            let mut set = FileCell::write_many(tok, &cells);
+
+            // Re-check under the locks what was looked up without them.
+            let still = |set: &crate::meta::FileSet<'_, Node>, dir: Ino, n: &OsStr, want: Option<Ino>| {
+                set.get(dir).and_then(|p| p.dir().ok()).map(|d| d.get(n).map(|s| s.ino)) == Some(want)
+            };
+            if !still(&set, parent, name.as_os_str(), Some(src.ino))
+                || !still(&set, newparent, newname.as_os_str(), dst.map(|d| d.ino))
+            {
+                continue;
+            }
+            for dir in [parent, newparent] {
+                if set.get(dir).is_some_and(|p| p.attr.nlink == 0) {
+                    return Err(VfsError::NotFound);
+                }
+            }
+
+            if flags.exchange() {
+                let Some(d) = dst else { return Err(VfsError::NotFound) };
+                exchange(&mut set, parent, name, newparent, newname, src, d, now);
+                return Ok(());
+            }
+
+            if let Some(d) = dst {
+                let victim = set.get(d.ino).ok_or(VfsError::Stale)?;
+                match (src.kind == FileType::Directory, d.kind == FileType::Directory) {
+                    (true, false) => return Err(VfsError::NotDir),
+                    (false, true) => return Err(VfsError::IsDir),
+                    (true, true) if !victim.dir()?.is_empty() => return Err(VfsError::NotEmpty),
+                    _ => {}
+                }
+            }
+            let is_dir = src.kind == FileType::Directory;
+            if let Some(p) = set.get_mut(parent) {
+                p.dir_mut()?.remove(name.as_os_str());
+                p.touch_data(now);
+                if is_dir && parent != newparent {
+                    p.attr.nlink -= 1;
+                }
+            }
+            let mut victim_dead = None;
+            if let Some(d) = dst {
+                if let Some(v) = set.get_mut(d.ino) {
+                    if d.kind == FileType::Directory {
+                        v.attr.nlink = 0;
+                    } else {
+                        v.attr.nlink -= 1;
+                    }
+                    v.attr.ctime = now;
+                    victim_dead = Some(d.ino);
+                }
+                if d.kind == FileType::Directory
+                    && let Some(np) = set.get_mut(newparent)
+                {
+                    np.attr.nlink -= 1;
+                }
+            }
+            if let Some(np) = set.get_mut(newparent) {
+                np.dir_mut()?.insert(newname.to_os_string(), src.ino, src.kind);
+                np.touch_data(now);
+                if is_dir && parent != newparent {
+                    np.attr.nlink += 1;
+                }
+            }
+            if let Some(m) = set.get_mut(src.ino) {
+                m.attr.ctime = now;
+                if is_dir && let Ok(d) = m.dir_mut() {
+                    d.parent = newparent;
+                }
+            }
+            drop(set);
+            if let Some(v) = victim_dead {
+                self.reap(tok, v);
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// `RENAME_EXCHANGE`: swaps two entries (and, across directories, their parents).
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    set: &mut crate::meta::FileSet<'_, Node>,
+    parent: Ino,
+    name: Name<'_>,
+    newparent: Ino,
+    newname: Name<'_>,
+    src: Slot,
+    dst: Slot,
+    now: Timestamp,
+) {
+    if let Some(p) = set.get_mut(parent)
+        && let Ok(d) = p.dir_mut()
+    {
+        d.insert(name.to_os_string(), dst.ino, dst.kind);
+        p.touch_data(now);
+    }
+    if let Some(np) = set.get_mut(newparent)
+        && let Ok(d) = np.dir_mut()
+    {
+        d.insert(newname.to_os_string(), src.ino, src.kind);
+        np.touch_data(now);
+    }
+    if parent != newparent {
+        let src_dir = src.kind == FileType::Directory;
+        let dst_dir = dst.kind == FileType::Directory;
+        if src_dir != dst_dir {
+            // One directory moves from parent to newparent, the other way nothing does.
+            let (from, to) = if src_dir {
+                (parent, newparent)
+            } else {
+                (newparent, parent)
+            };
+            if let Some(f) = set.get_mut(from) {
+                f.attr.nlink -= 1;
+            }
+            if let Some(t) = set.get_mut(to) {
+                t.attr.nlink += 1;
+            }
+        }
+    }
+    for (moved, new_parent) in [(src.ino, newparent), (dst.ino, parent)] {
+        if let Some(m) = set.get_mut(moved) {
+            m.attr.ctime = now;
+            if let Ok(d) = m.dir_mut() {
+                d.parent = new_parent;
+            }
+        }
+    }
+}
+
+fn new_attr(ino: Ino, kind: FileType, perm: u16, uid: u32, gid: u32, rdev: u64, now: Timestamp) -> Attr {
+    Attr {
+        ino,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid,
+        gid,
+        size: if kind == FileType::Directory {
+            u64::from(BLOCK)
+        } else {
+            0
+        },
+        blocks: 0,
+        blksize: BLOCK,
+        rdev: if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
+            rdev
+        } else {
+            0
+        },
+        atime: now,
+        mtime: now,
+        ctime: now,
+    }
+}
+
+/// Linux's rules for the `user.` and `trusted.` namespaces; `system.` (ACLs) and unknown
+/// namespaces are not supported.
+fn xattr_namespace_check(kind: FileType, name: &OsStr, ctx: &RequestCtx, write: bool) -> VfsResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    let denied = if write {
+        VfsError::NotPermitted
+    } else {
+        VfsError::NoAttr
+    };
+    if b.starts_with(b"user.") {
+        if !matches!(kind, FileType::Regular | FileType::Directory) {
+            return Err(denied);
+        }
+        Ok(())
+    } else if b.starts_with(b"trusted.") {
+        if ctx.uid != 0 {
+            return Err(denied);
+        }
+        Ok(())
+    } else if b.starts_with(b"security.") {
+        Ok(())
+    } else {
+        Err(VfsError::Unsupported)
+    }
+}
+
+impl VirtualFs for MemFs {
+    fn source_id(&self) -> &str {
+        &self.source_id
+    }
+
+    fn inode_stability(&self) -> InodeStability {
+        InodeStability::Volatile
+    }
+
+    async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
+        let mut tok = Locked::new();
+        // The entry's inode may be replaced between the two reads (a rename over the name);
+        // then the name must be looked up again, never answered ENOENT while it exists.
+        for _ in 0..16 {
+            let Some(slot) = self.entry(&mut tok, parent, name.as_os_str())? else {
+                tracing::trace!(parent = parent.0, %name, "lookup: no such entry");
+                return Err(VfsError::NotFound);
+            };
+            if let Some(attr) = self.table.read(&mut tok, slot.ino, |n| n.attr) {
+                return Ok(attr);
+            }
+        }
+        Err(VfsError::Io("lookup kept racing with renames".into()))
+    }
+
+    async fn getattr(&self, _ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
+        if let Some(fh) = fh {
+            self.handle(ino, fh)?;
+        }
+        self.table
+            .read(&mut Locked::new(), ino, |n| n.attr)
+            .ok_or(VfsError::Stale)
+    }
+
+    async fn setattr(&self, _ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
+        if let (Some(fh), Some(_)) = (set.fh, set.size) {
+            self.handle(ino, fh)?;
+        }
+        let now = Timestamp::now();
+        let mut tok = Locked::new();
+        let (attr, freed) = self
+            .table
+            .update(&mut tok, ino, |n| {
+                // Every check first, so a refused change changes nothing.
+                if let Some(size) = set.size {
+                    match n.attr.kind {
+                        FileType::Regular => {}
+                        FileType::Directory => return Err(VfsError::IsDir),
+                        _ => return Err(VfsError::Invalid("truncate of a non-regular file")),
+                    }
+                    if size > MAX_FILE_SIZE {
+                        return Err(VfsError::TooBig);
+                    }
+                }
+                let mut freed = 0;
+                if let Some(size) = set.size {
+                    if let Content::File(d) = &mut n.content
+                        && size < n.attr.size
+                    {
+                        freed = d.truncate(size);
+                    }
+                    n.attr.size = size;
+                    n.touch_data(now);
+                    n.update_blocks();
+                }
+                if set.uid.is_some() || set.gid.is_some() {
+                    if let Some(uid) = set.uid {
+                        n.attr.uid = uid;
+                    }
+                    if let Some(gid) = set.gid {
+                        n.attr.gid = gid;
+                    }
+                    if n.attr.kind != FileType::Directory {
+                        n.attr.perm &= !0o4000;
+                        if n.attr.perm & 0o010 != 0 {
+                            n.attr.perm &= !0o2000;
+                        }
+                    }
+                }
+                if let Some(mode) = set.mode {
+                    n.attr.perm = (mode & 0o7777) as u16;
+                }
+                if let Some(t) = set.atime {
+                    n.attr.atime = t.resolve(now);
+                }
+                if let Some(t) = set.mtime {
+                    n.attr.mtime = t.resolve(now);
+                }
+                n.attr.ctime = now;
+                Ok((n.attr, freed))
+            })
+            .ok_or(VfsError::Stale)??;
+        self.sub_allocated(freed);
+        Ok(attr)
+    }
+
+    async fn readlink(&self, _ctx: &RequestCtx, ino: Ino) -> VfsResult<OsString> {
+        self.table
+            .read(&mut Locked::new(), ino, |n| match &n.content {
+                Content::Symlink(t) => Ok(t.clone()),
+                _ => Err(VfsError::Invalid("not a symlink")),
+            })
+            .ok_or(VfsError::Stale)?
+    }
+
+    async fn mknod(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+    ) -> VfsResult<Attr> {
+        let kind = if mode & libc::S_IFMT == 0 {
+            FileType::Regular
+        } else {
+            match FileType::from_mode(mode) {
+                Some(FileType::Directory) => return Err(VfsError::NotPermitted),
+                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this type")),
+                Some(k) => k,
+            }
+        };
+        let content = match kind {
+            FileType::Regular => Content::File(FileData::default()),
+            _ => Content::Special,
+        };
+        self.make_node(
+            ctx,
+            parent,
+            name,
+            NewNode {
+                kind,
+                perm: mode & !umask,
+                rdev,
+                content,
+            },
+        )
+    }
+
+    async fn mkdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, mode: u32, umask: u32) -> VfsResult<Attr> {
+        let content = Content::Dir(DirData::new(parent));
+        self.make_node(
+            ctx,
+            parent,
+            name,
+            NewNode {
+                kind: FileType::Directory,
+                perm: mode & !umask,
+                rdev: 0,
+                content,
+            },
+        )
+    }
+
+    async fn unlink(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
+        let mut tok = Locked::<Unlocked>::new();
+        loop {
+            let now = Timestamp::now();
+            let slot = self
+                .entry(&mut tok, parent, name.as_os_str())?
+                .ok_or(VfsError::NotFound)?;
+            if slot.kind == FileType::Directory {
+                return Err(VfsError::IsDir);
+            }
+            let pcell = self.cell(&mut tok, parent)?;
+            let Some(ccell) = self.table.get(&mut tok, slot.ino) else {
+                continue;
+            };
+            let mut set = FileCell::write_many(&mut tok, &[&pcell, &ccell]);
+            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
+                continue;
+            };
+            let d = p.dir_mut()?;
+            if d.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
+                continue;
+            }
+            d.remove(name.as_os_str());
+            p.touch_data(now);
+            c.attr.nlink -= 1;
+            c.attr.ctime = now;
+            drop(set);
+            self.reap(&mut tok, slot.ino);
+            return Ok(());
+        }
+    }
+
+    async fn rmdir(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
+        let mut tok = Locked::<Unlocked>::new();
+        loop {
+            let now = Timestamp::now();
+            let slot = self
+                .entry(&mut tok, parent, name.as_os_str())?
+                .ok_or(VfsError::NotFound)?;
+            if slot.kind != FileType::Directory {
+                return Err(VfsError::NotDir);
+            }
+            let pcell = self.cell(&mut tok, parent)?;
+            let Some(ccell) = self.table.get(&mut tok, slot.ino) else {
+                continue;
+            };
+            let mut set = FileCell::write_many(&mut tok, &[&pcell, &ccell]);
+            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
+                continue;
+            };
+            if p.dir()?.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
+                continue;
+            }
+            if !c.dir()?.is_empty() {
+                return Err(VfsError::NotEmpty);
+            }
+            p.dir_mut()?.remove(name.as_os_str());
+            p.attr.nlink -= 1;
+            p.touch_data(now);
+            c.attr.nlink = 0;
+            c.attr.ctime = now;
+            drop(set);
+            self.reap(&mut tok, slot.ino);
+            return Ok(());
+        }
+    }
+
+    async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
+        check_symlink_target(target)?;
+        let len = target.len() as u64;
+        let content = Content::Symlink(target.to_os_string());
+        let mut attr = self.make_node(
+            ctx,
+            parent,
+            name,
+            NewNode {
+                kind: FileType::Symlink,
+                perm: 0o777,
+                rdev: 0,
+                content,
+            },
+        )?;
+        self.table.update(&mut Locked::new(), attr.ino, |n| {
+            n.attr.size = len;
+            attr = n.attr;
+        });
+        Ok(attr)
+    }
+
+    async fn rename(
+        &self,
+        _ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        newparent: Ino,
+        newname: Name<'_>,
+        flags: RenameFlags,
+    ) -> VfsResult<()> {
+        let flags = flags.validate()?;
+        let mut tok = Locked::<Unlocked>::new();
+        if parent == newparent {
+            self.rename_locked(&mut tok, parent, name, newparent, newname, flags)
+        } else {
+            // Cross-directory renames are serialized so that the subtree check stays true
+            // until the move is done (as Linux's s_vfs_rename_mutex does).
+            let mut ns = self.renames.lock(&mut tok);
+            self.rename_locked(ns.token(), parent, name, newparent, newname, flags)
+        }
+    }
+
+    async fn link(&self, _ctx: &RequestCtx, ino: Ino, newparent: Ino, newname: Name<'_>) -> VfsResult<Attr> {
+        let now = Timestamp::now();
+        let mut tok = Locked::<Unlocked>::new();
+        let ncell = self.cell(&mut tok, ino)?;
+        let pcell = self.cell(&mut tok, newparent)?;
+        let mut set = FileCell::write_many(&mut tok, &[&ncell, &pcell]);
+        if ino == newparent {
+            return Err(VfsError::NotPermitted);
+        }
+        let Some((n, p)) = set.pair_mut(ino, newparent) else {
+            return Err(VfsError::Stale);
+        };
+        if n.attr.kind == FileType::Directory {
+            return Err(VfsError::NotPermitted);
+        }
+        if n.attr.nlink == 0 {
+            return Err(VfsError::NotFound);
+        }
+        if n.attr.nlink >= LINK_MAX {
+            return Err(VfsError::TooManyLinks);
+        }
+        let d = p.live_dir_mut()?;
+        if d.get(newname.as_os_str()).is_some() {
+            return Err(VfsError::Exists);
+        }
+        d.insert(newname.to_os_string(), ino, n.attr.kind);
+        p.touch_data(now);
+        n.attr.nlink += 1;
+        n.attr.ctime = now;
+        Ok(n.attr)
+    }
+
+    async fn open(&self, _ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+        self.open_node(ino, flags)
+    }
+
+    async fn create(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        mode: u32,
+        umask: u32,
+        flags: OpenFlags,
+    ) -> VfsResult<(Attr, Fh)> {
+        loop {
+            let content = Content::File(FileData::default());
+            let spec = NewNode {
+                kind: FileType::Regular,
+                perm: mode & !umask,
+                rdev: 0,
+                content,
+            };
+            match self.make_node(ctx, parent, name, spec) {
+                Ok(attr) => {
+                    let fh = self.open_node(attr.ino, flags)?;
+                    return Ok((attr, fh));
+                }
+                Err(VfsError::Exists) if !flags.exclusive() => {
+                    // open(2) without O_EXCL opens what is there.
+                    let attr = match self.lookup(ctx, parent, name).await {
+                        Ok(a) => a,
+                        Err(VfsError::NotFound) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if attr.kind == FileType::Directory {
+                        return Err(VfsError::IsDir);
+                    }
+                    let fh = match self.open_node(attr.ino, flags) {
+                        Ok(fh) => fh,
+                        Err(VfsError::Stale) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let attr = self.getattr(ctx, attr.ino, None).await?;
+                    return Ok((attr, fh));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn read(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let of = self.handle(ino, fh)?;
+        if !of.mode.can_read() {
+            return Err(VfsError::BadHandle);
+        }
+        self.table
+            .read(&mut Locked::new(), ino, |n| match &n.content {
+                Content::File(d) => {
+                    if offset >= n.attr.size {
+                        return Ok(Bytes::new());
+                    }
+                    let len = (n.attr.size - offset).min(u64::from(size)) as usize;
+                    Ok(d.read(offset, len))
+                }
+                Content::Dir(_) => Err(VfsError::IsDir),
+                _ => Err(VfsError::Invalid("read of a special file")),
+            })
+            .ok_or(VfsError::Stale)?
+    }
+
+    async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        let of = self.handle(ino, fh)?;
+        if !of.mode.can_write() {
+            return Err(VfsError::BadHandle);
+        }
+        let len = u32::try_from(data.len()).map_err(|_| VfsError::Invalid("write larger than 4 GiB"))?;
+        let now = Timestamp::now();
+        let grown = self
+            .table
+            .update(&mut Locked::new(), ino, |n| {
+                let offset = if of.append { n.attr.size } else { offset };
+                let Content::File(d) = &mut n.content else {
+                    return Err(VfsError::Invalid("write to a non-regular file"));
+                };
+                let end = offset
+                    .checked_add(data.len() as u64)
+                    .filter(|e| *e <= MAX_FILE_SIZE)
+                    .ok_or(VfsError::TooBig)?;
+                if data.is_empty() {
+                    return Ok(0);
+                }
+                let grown = d.write(offset, data);
+                n.attr.size = n.attr.size.max(end);
+                n.touch_data(now);
+                n.update_blocks();
+                if ctx.uid != 0 && n.attr.perm & 0o6000 != 0 {
+                    // A write by someone other than root clears setuid, and setgid when
+                    // group-exec is set (Linux `file_remove_privs`).
+                    n.attr.perm &= !0o4000;
+                    if n.attr.perm & 0o010 != 0 {
+                        n.attr.perm &= !0o2000;
+                    }
+                }
+                Ok(grown)
+            })
+            .ok_or(VfsError::Stale)??;
+        self.add_allocated(grown);
+        Ok(len)
+    }
+
+    async fn fsync(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, _datasync: bool) -> VfsResult<()> {
+        // Memory is as durable as MemFs gets: every completed write is already visible.
+        self.handle(ino, fh).map(|_| ())
+    }
+
+    async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
+        self.handle(ino, fh)?;
+        self.handles.remove(&fh.0).ok_or(VfsError::BadHandle)?;
+        let mut tok = Locked::<Unlocked>::new();
+        let dead = self.table.update(&mut tok, ino, |n| {
+            n.open = n.open.saturating_sub(1);
+            n.is_dead()
+        });
+        if dead == Some(true) {
+            self.reap(&mut tok, ino);
+        }
+        Ok(())
+    }
+
+    async fn readdir(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        let max = max.max(1);
+        self.table
+            .read(&mut Locked::new(), ino, |n| {
+                let d = n.dir()?;
+                let mut out = Vec::with_capacity(max.min(d.entries.len() + 2));
+                if cookie == 0 {
+                    out.push(DirEntry {
+                        ino,
+                        kind: FileType::Directory,
+                        name: ".".into(),
+                        cookie: 1,
+                    });
+                }
+                if cookie <= 1 && out.len() < max {
+                    out.push(DirEntry {
+                        ino: d.parent,
+                        kind: FileType::Directory,
+                        name: "..".into(),
+                        cookie: 2,
+                    });
+                }
+                let from = cookie.saturating_add(1).max(node::FIRST_SEQ);
+                for (&seq, name) in d.order.range(from..) {
+                    if out.len() >= max {
+                        break;
+                    }
+                    if let Some(slot) = d.entries.get(name) {
+                        out.push(DirEntry {
+                            ino: slot.ino,
+                            kind: slot.kind,
+                            name: name.clone(),
+                            cookie: seq,
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .ok_or(VfsError::Stale)?
+    }
+
+    async fn statfs(&self, _ctx: &RequestCtx, _ino: Ino) -> VfsResult<StatFs> {
+        let blocks = REPORTED_CAPACITY / u64::from(BLOCK);
+        let used = self.allocated.load(Ordering::Relaxed).div_ceil(u64::from(BLOCK));
+        let files = u64::from(u32::MAX);
+        let inodes = self.inode_count() as u64;
+        Ok(StatFs {
+            blocks,
+            bfree: blocks.saturating_sub(used),
+            bavail: blocks.saturating_sub(used),
+            files,
+            ffree: files.saturating_sub(inodes),
+            bsize: BLOCK,
+            namelen: crate::types::NAME_MAX as u32,
+            frsize: BLOCK,
+        })
+    }
+
+    async fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<Bytes> {
+        check_xattr(name, None)?;
+        self.table
+            .read(&mut Locked::new(), ino, |n| {
+                xattr_namespace_check(n.attr.kind, name, ctx, false)?;
+                n.xattrs.get(name).cloned().ok_or(VfsError::NoAttr)
+            })
+            .ok_or(VfsError::Stale)?
+    }
+
+    async fn setxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr, value: &[u8], how: XattrSet) -> VfsResult<()> {
+        check_xattr(name, Some(value))?;
+        let now = Timestamp::now();
+        self.table
+            .update(&mut Locked::new(), ino, |n| {
+                xattr_namespace_check(n.attr.kind, name, ctx, true)?;
+                let exists = n.xattrs.contains_key(name);
+                match how {
+                    XattrSet::Create if exists => return Err(VfsError::Exists),
+                    XattrSet::Replace if !exists => return Err(VfsError::NoAttr),
+                    _ => {}
+                }
+                n.xattrs.insert(name.to_os_string(), Bytes::copy_from_slice(value));
+                n.attr.ctime = now;
+                Ok(())
+            })
+            .ok_or(VfsError::Stale)?
+    }
+
+    async fn listxattr(&self, ctx: &RequestCtx, ino: Ino) -> VfsResult<Vec<OsString>> {
+        self.table
+            .read(&mut Locked::new(), ino, |n| {
+                n.xattrs
+                    .keys()
+                    .filter(|k| xattr_namespace_check(n.attr.kind, k, ctx, false).is_ok())
+                    .cloned()
+                    .collect()
+            })
+            .ok_or(VfsError::Stale)
+    }
+
+    async fn removexattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<()> {
+        check_xattr(name, None)?;
+        let now = Timestamp::now();
+        self.table
+            .update(&mut Locked::new(), ino, |n| {
+                xattr_namespace_check(n.attr.kind, name, ctx, true)?;
+                n.xattrs.remove(name).ok_or(VfsError::NoAttr)?;
+                n.attr.ctime = now;
+                Ok(())
+            })
+            .ok_or(VfsError::Stale)?
+    }
+
+    async fn fallocate(
+        &self,
+        _ctx: &RequestCtx,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> VfsResult<()> {
+        let of = self.handle(ino, fh)?;
+        if !of.mode.can_write() {
+            return Err(VfsError::BadHandle);
+        }
+        if length == 0 {
+            return Err(VfsError::Invalid("fallocate of zero length"));
+        }
+        let end = offset
+            .checked_add(length)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or(VfsError::TooBig)?;
+        let now = Timestamp::now();
+        let freed = self
+            .table
+            .update(&mut Locked::new(), ino, |n| {
+                let Content::File(d) = &mut n.content else {
+                    return Err(VfsError::Unsupported);
+                };
+                match mode {
+                    0 => {
+                        if end > n.attr.size {
+                            n.attr.size = end;
+                            n.touch_data(now);
+                        }
+                        Ok(0)
+                    }
+                    libc::FALLOC_FL_KEEP_SIZE => Ok(0),
+                    m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
+                        let freed = d.zero_range(offset, length);
+                        n.touch_data(now);
+                        n.update_blocks();
+                        Ok(freed)
+                    }
+                    _ => Err(VfsError::Unsupported),
+                }
+            })
+            .ok_or(VfsError::Stale)??;
+        self.sub_allocated(freed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[cfg(not(loom))]
+mod tests;
