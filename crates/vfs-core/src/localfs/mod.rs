@@ -52,6 +52,9 @@
 mod host;
 mod resolve;
 
+#[cfg(all(test, not(loom)))]
+mod tests;
+
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
