@@ -53,8 +53,9 @@ mod host;
 mod resolve;
 
 #[cfg(all(test, not(loom)))]
+mod escape_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;
-
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
