@@ -237,6 +237,9 @@ impl AsFd for InodeFd {
 pub(super) struct Resolved {
     pub(super) fd: InodeFd,
     pub(super) kind: FileType,
+    /// The `statx` answer that verified the descriptor, taken by this very operation (so
+    /// `getattr` need not ask twice); `None` for a kept directory descriptor.
+    pub(super) verified: Option<Statx>,
 }
 
 /// `/proc/self/fd`, kept open: reopening `N` there reopens the inode of our descriptor `N`

@@ -43,8 +43,11 @@
 //! - A directory moved *out of* the root on the host while `LocalFs` holds its descriptor
 //!   stays reachable through that descriptor until the front end forgets it, as a process's
 //!   current directory would. (Moving things out of the root needs access outside it.)
-//! - `readdirplus` entries are remembered but do not count as lookups; a front end that
-//!   counts them (FUSE does) sends `forget`s that simply saturate at zero.
+//! - `readdirplus` entries and inodes found by a walk are remembered (a name and a parent,
+//!   no descriptor) without counting as lookups, so that using them needs no walk; they
+//!   go when the front end forgets them. A front end that never forgets (NFS) makes this
+//!   memory grow with the number of distinct inodes it touches. A walk costs a scan of
+//!   the whole tree, and nothing stops a client from asking for unknown inode numbers.
 //!
 //! Blocking: host calls run inline on the calling task, except `fsync`, `fallocate` and
 //! the tree walk, which go to tokio's blocking pool (or inline outside a runtime).
@@ -177,10 +180,11 @@ impl LocalFs {
             return Ok(r);
         }
         if let Some(h) = self.inner.open_handle_of(tok, ino) {
-            let kind = kind_of(&statx_fd(h.fd.as_fd())?)?;
+            let st = statx_fd(h.fd.as_fd())?;
             return Ok(Resolved {
                 fd: InodeFd::Open(h),
-                kind,
+                kind: kind_of(&st)?,
+                verified: Some(st),
             });
         }
         trace!(%ino, "unknown inode: walking the tree");
@@ -495,7 +499,11 @@ impl VirtualFs for LocalFs {
             return self.attr(f.fd.as_fd());
         }
         let r = self.resolve(&mut tok, ino).await?;
-        self.attr(r.fd.as_fd())
+        match &r.verified {
+            // Verified on the root's device by this very call: no need to ask again.
+            Some(st) => attr_of(st, self.inner.map),
+            None => self.attr(r.fd.as_fd()),
+        }
     }
 
     async fn setattr(&self, _ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
@@ -504,6 +512,7 @@ impl VirtualFs for LocalFs {
             Some(f) => Resolved {
                 kind: kind_of(&statx_fd(f.fd.as_fd())?)?,
                 fd: InodeFd::Open(f),
+                verified: None,
             },
             None => self.resolve(&mut tok, ino).await?,
         };
@@ -774,11 +783,17 @@ impl VirtualFs for LocalFs {
         let f = self.handle(&mut tok, ino, fh)?;
         let data = &data[..data.len().min(u32::MAX as usize)];
         let mut done = 0usize;
-        while done < data.len() {
+        // At least one call, so that even an empty write gets the host's answer (EBADF
+        // through a read-only handle).
+        loop {
             let at = offset.checked_add(done as u64).ok_or(VfsError::TooBig)?;
             match rustix::io::pwrite(&f.fd, &data[done..], at) {
-                Ok(0) => break,
-                Ok(n) => done += n,
+                Ok(n) => {
+                    done += n;
+                    if n == 0 || done >= data.len() {
+                        break;
+                    }
+                }
                 // Report what was written before the failure, as write(2) does.
                 Err(_) if done > 0 => break,
                 Err(e) => return Err(e.into()),

@@ -176,6 +176,7 @@ impl Inner {
         };
         let mut fd = InodeFd::Dir(base);
         let mut kind = FileType::Directory;
+        let mut verified = None;
         for (want, name) in chain.iter().rev() {
             if kind != FileType::Directory {
                 return None;
@@ -187,8 +188,9 @@ impl Inner {
             }
             kind = kind_of(&st).ok()?;
             fd = InodeFd::Path(next);
+            verified = Some(st);
         }
-        Some(Resolved { fd, kind })
+        Some(Resolved { fd, kind, verified })
     }
 
     /// An open handle on `ino` (way 3): the only way left to a file unlinked while open.
@@ -275,6 +277,7 @@ impl Inner {
                         Resolved {
                             fd: InodeFd::Path(child),
                             kind,
+                            verified: Some(st),
                         },
                         path,
                     ));

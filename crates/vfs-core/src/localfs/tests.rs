@@ -1097,6 +1097,12 @@ async fn readdir_pages_resume_after_each_entry() {
     assert_eq!(sub.kind, FileType::Directory);
     assert_eq!(sub.ino.0, host_ino(&fx.p("sub")));
     assert!(fx.fs.readdir(&CTX, Ino::ROOT, 0, 0).await.unwrap().is_empty());
+    // A cookie the host never gave is an error or the end, never a panic.
+    for bogus in [u64::MAX, 1 << 63, 12345] {
+        if let Ok(page) = fx.fs.readdir(&CTX, Ino::ROOT, bogus, 10).await {
+            assert!(page.len() <= 10);
+        }
+    }
 }
 
 #[tokio::test]
