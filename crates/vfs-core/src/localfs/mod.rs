@@ -883,7 +883,7 @@ impl VirtualFs for LocalFs {
     }
 
     async fn statfs(&self, _ctx: &RequestCtx, _ino: Ino) -> VfsResult<StatFs> {
-        let v = rustix::fs::fstatvfs(&self.inner.root)?;
+        let v = rustix::fs::fstatvfs(self.inner.root.as_fd())?;
         let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(StatFs {
             blocks: v.f_blocks,

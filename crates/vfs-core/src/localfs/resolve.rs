@@ -25,7 +25,9 @@ use rustix::fs::Dir;
 use tracing::{debug, trace};
 
 use super::Inner;
-use super::host::{DirFd, InodeFd, OpenFile, Resolved, dev_of, kind_of, open_dir_for_reading, open_path_at, statx_fd};
+use super::host::{
+    DirFd, FdBudget, InodeFd, OpenFile, Resolved, dev_of, kind_of, open_dir_for_reading, open_path_at, statx_fd,
+};
 use crate::error::{VfsError, VfsResult};
 use crate::lock_order::{Locked, Unlocked};
 use crate::sync::Arc;
@@ -77,7 +79,7 @@ impl Inner {
         }
         let mut kept = match dir_fd {
             Some(fd) if lookups > 0 && s.kind == FileType::Directory && !self.has_dir_fd(tok, s.ino) => {
-                self.budget.keep(fd).ok()
+                FdBudget::keep(&self.budget, fd).ok()
             }
             _ => None,
         };

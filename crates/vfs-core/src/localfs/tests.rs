@@ -1255,3 +1255,37 @@ async fn works_without_a_runtime_for_blocking_work() {
     .unwrap();
     assert_eq!(attr.ino, ino);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_and_forgets_balance() {
+    let fx = std::sync::Arc::new(Fx::new());
+    fs::create_dir(fx.p("d")).unwrap();
+    let held0 = fx.fs.inner.budget.held();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let fx = std::sync::Arc::clone(&fx);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let d = fx.fs.lookup(&CTX, Ino::ROOT, nm("d")).await.unwrap();
+                let name = format!("f{t}-{i}");
+                let (a, fh) = fx
+                    .fs
+                    .create(&CTX, d.ino, nm(&name), 0o644, 0, OpenFlags::RDWR)
+                    .await
+                    .unwrap();
+                fx.fs.write(&CTX, a.ino, fh, 0, name.as_bytes()).await.unwrap();
+                assert_eq!(fx.fs.getattr(&CTX, a.ino, None).await.unwrap().size, name.len() as u64);
+                fx.fs.release(&CTX, a.ino, fh).await.unwrap();
+                fx.fs.unlink(&CTX, d.ino, nm(&name)).await.unwrap();
+                fx.fs.forget(a.ino, 1).await;
+                fx.fs.forget(d.ino, 1).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(fx.node_count(), 0);
+    assert_eq!(fx.fs.inner.budget.held(), held0);
+    assert!(fx.fs.inner.handles.read(&mut Locked::<Unlocked>::new()).is_empty());
+}
