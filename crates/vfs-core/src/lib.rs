@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod error;
+#[cfg(target_os = "linux")]
+pub mod localfs;
 pub mod lock_order;
 pub mod memfs;
 pub mod meta;
