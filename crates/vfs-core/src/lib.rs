@@ -16,6 +16,8 @@ pub mod lock_order;
 pub mod memfs;
 pub mod meta;
 pub mod sync;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod types;
 pub mod vfs;
 

@@ -37,7 +37,7 @@ impl fmt::Display for Ino {
 pub struct Fh(pub u64);
 
 /// The type of a filesystem object.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub enum FileType {
     /// A regular file.
     Regular,

@@ -329,24 +329,26 @@ impl MemFs {
             let now = Timestamp::now();
             let src = self.entry(tok, parent, name.as_os_str())?.ok_or(VfsError::NotFound)?;
             let dst = self.entry(tok, newparent, newname.as_os_str())?;
-            if let Some(d) = dst {
-                if d.ino == src.ino {
-                    // Two names of one inode: POSIX says do nothing.
-                    return Ok(());
-                }
-                if flags.noreplace() {
-                    return Err(VfsError::Exists);
-                }
-            } else if flags.exchange() {
-                return Err(VfsError::NotFound);
+            // Linux's order of checks: NOREPLACE, EXCHANGE's missing target, the two
+            // subtree traps, then "same inode: nothing to do", then types.
+            match dst {
+                Some(_) if flags.noreplace() => return Err(VfsError::Exists),
+                None if flags.exchange() => return Err(VfsError::NotFound),
+                _ => {}
             }
             if parent != newparent {
                 if src.kind == FileType::Directory {
                     self.check_not_within(tok, newparent, src.ino)?;
                 }
-                if let Some(d) = dst.filter(|d| flags.exchange() && d.kind == FileType::Directory) {
-                    self.check_not_within(tok, parent, d.ino)?;
+                if let Some(d) = dst.filter(|d| d.kind == FileType::Directory) {
+                    // The target is an ancestor of the source: it cannot be empty.
+                    self.check_not_within(tok, parent, d.ino)
+                        .map_err(|e| if flags.exchange() { e } else { VfsError::NotEmpty })?;
                 }
+            }
+            if dst.is_some_and(|d| d.ino == src.ino) {
+                // Two names of one inode: POSIX says do nothing.
+                return Ok(());
             }
             let pcell = self.cell(tok, parent)?;
             let npcell = self.cell(tok, newparent)?;

@@ -2,9 +2,11 @@
 //!
 //! Invariant: a `Node` is only ever reached through its `FileCell` lock, so its size and
 //! its data can never disagree for a reader: file data holds no byte at or beyond
-//! `attr.size` (truncation drops it), and holes read as zeros. Directory cookies are
-//! per-directory sequence numbers that only grow, so a resumed listing never repeats
-//! an entry.
+//! `attr.size` (truncation drops it), and holes read as zeros. A directory entry's cookie
+//! is a function of its name (a hash, probed past the rare collision), as in ext4's
+//! htree: a name removed and re-created during a listing comes back at the same place,
+//! so a resumed listing never shows a name twice, and an entry nobody touches keeps its
+//! place, so it is listed exactly once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -131,9 +133,18 @@ pub(crate) struct DirData {
     /// The parent directory (the root is its own parent).
     pub(crate) parent: Ino,
     pub(crate) entries: HashMap<OsString, Slot>,
-    /// Cookie order: sequence number → name.
+    /// Cookie order: position → name.
     pub(crate) order: BTreeMap<u64, OsString>,
-    next_seq: u64,
+}
+
+/// The listing position of `name`: a 62-bit hash (cookies stay positive as a signed
+/// 64-bit offset, as FUSE and NFS clients keep them), above the cookies of `.` and `..`.
+fn position(name: &std::ffi::OsStr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new()` has fixed keys: the same name gets the same position.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() >> 2).max(FIRST_SEQ)
 }
 
 impl DirData {
@@ -142,16 +153,21 @@ impl DirData {
             parent,
             entries: HashMap::new(),
             order: BTreeMap::new(),
-            next_seq: FIRST_SEQ,
         }
     }
 
     pub(crate) fn insert(&mut self, name: OsString, ino: Ino, kind: FileType) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(old) = self.entries.insert(name.clone(), Slot { ino, kind, seq }) {
-            self.order.remove(&old.seq);
+        if let Some(old) = self.entries.get(&name) {
+            // Replacing the target of a name keeps its place.
+            let seq = old.seq;
+            self.entries.insert(name, Slot { ino, kind, seq });
+            return;
         }
+        let mut seq = position(&name);
+        while self.order.contains_key(&seq) {
+            seq = seq.wrapping_add(1).max(FIRST_SEQ);
+        }
+        self.entries.insert(name.clone(), Slot { ino, kind, seq });
         self.order.insert(seq, name);
     }
 
@@ -289,14 +305,33 @@ mod tests {
     }
 
     #[test]
-    fn dir_cookies_only_grow() {
+    fn a_recreated_name_comes_back_at_its_place() {
         let mut d = DirData::new(Ino::ROOT);
         d.insert("a".into(), Ino(2), FileType::Regular);
         d.insert("b".into(), Ino(3), FileType::Regular);
         let a = d.get("a".as_ref()).unwrap().seq;
         d.remove("a".as_ref());
         d.insert("a".into(), Ino(4), FileType::Regular);
-        assert!(d.get("a".as_ref()).unwrap().seq > a);
+        assert_eq!(d.get("a".as_ref()).unwrap().seq, a);
         assert_eq!(d.order.len(), 2);
+        assert!(d.order.keys().all(|&k| k >= FIRST_SEQ && k < 1 << 62));
+    }
+
+    #[test]
+    fn colliding_positions_are_probed() {
+        let mut d = DirData::new(Ino::ROOT);
+        let p = position("x".as_ref());
+        // Occupy the position "x" hashes to with another name.
+        d.order.insert(p, "other".into());
+        d.entries.insert(
+            "other".into(),
+            Slot {
+                ino: Ino(9),
+                kind: FileType::Regular,
+                seq: p,
+            },
+        );
+        d.insert("x".into(), Ino(2), FileType::Regular);
+        assert_eq!(d.get("x".as_ref()).unwrap().seq, p + 1);
     }
 }

@@ -1,0 +1,935 @@
+//! A reference model of a filesystem tree and random operation sequences run against it
+//! and a backend side by side.
+//!
+//! Invariant: after every step the backend's answer (value or errno) equals the model's,
+//! and the backend's whole observable tree (names, types, sizes, link counts, bytes,
+//! symlink targets, and which names share an inode) equals the model's tree. The model
+//! follows Linux: errno precedence is the kernel's, checked against `LocalFs` on a real
+//! host directory.
+//!
+//! Operations pick their targets by index into the current tree (modulo its size) and
+//! their names from a four-letter alphabet, so they collide often: creating over existing
+//! names, renaming into subtrees, unlinking what was just linked. A failing sequence is
+//! shrunk by proptest to a minimal one and reported step by step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+
+use super::Backend;
+use super::scenarios::{CTX, list, nm, read_all};
+use crate::error::Errno;
+use crate::types::{FileType, Ino, OpenFlags, RenameFlags, SetAttr};
+use crate::vfs::VirtualFs;
+
+/// The names operations use: few, so they collide.
+pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+/// Offsets and sizes writes and truncations use: page and chunk edges.
+pub const OFFSETS: [u64; 8] = [0, 1, 100, 4095, 4096, 65535, 65536, 70_000];
+
+/// One operation; `u8` fields pick a target by index into the current tree.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)]
+pub enum Op {
+    Create {
+        dir: u8,
+        name: u8,
+    },
+    Mkdir {
+        dir: u8,
+        name: u8,
+    },
+    Symlink {
+        dir: u8,
+        name: u8,
+        target: u8,
+    },
+    Link {
+        node: u8,
+        dir: u8,
+        name: u8,
+    },
+    Unlink {
+        dir: u8,
+        name: u8,
+    },
+    Rmdir {
+        dir: u8,
+        name: u8,
+    },
+    Rename {
+        dir: u8,
+        name: u8,
+        to_dir: u8,
+        to_name: u8,
+        flags: u8,
+    },
+    Write {
+        file: u8,
+        offset: u8,
+        len: u16,
+        byte: u8,
+    },
+    Truncate {
+        file: u8,
+        size: u8,
+    },
+    Getattr {
+        node: u8,
+    },
+    Readdir {
+        dir: u8,
+    },
+}
+
+/// A proptest strategy for one operation.
+pub fn op() -> impl Strategy<Value = Op> {
+    let i = any::<u8>;
+    let n = || 0u8..NAMES.len() as u8;
+    prop_oneof![
+        3 => (i(), n()).prop_map(|(dir, name)| Op::Create { dir, name }),
+        2 => (i(), n()).prop_map(|(dir, name)| Op::Mkdir { dir, name }),
+        1 => (i(), n(), n()).prop_map(|(dir, name, target)| Op::Symlink { dir, name, target }),
+        1 => (i(), i(), n()).prop_map(|(node, dir, name)| Op::Link { node, dir, name }),
+        2 => (i(), n()).prop_map(|(dir, name)| Op::Unlink { dir, name }),
+        1 => (i(), n()).prop_map(|(dir, name)| Op::Rmdir { dir, name }),
+        3 => (i(), n(), i(), n(), 0u8..3).prop_map(|(dir, name, to_dir, to_name, flags)| Op::Rename { dir, name, to_dir, to_name, flags }),
+        3 => (i(), 0u8..OFFSETS.len() as u8, 0u16..300, 1u8..=255).prop_map(|(file, offset, len, byte)| Op::Write { file, offset, len, byte }),
+        2 => (i(), 0u8..OFFSETS.len() as u8).prop_map(|(file, size)| Op::Truncate { file, size }),
+        1 => i().prop_map(|node| Op::Getattr { node }),
+        1 => i().prop_map(|dir| Op::Readdir { dir }),
+    ]
+}
+
+/// A proptest strategy for a sequence of 1 to 40 operations.
+pub fn ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(op(), 1..40)
+}
+
+/// A path from the root, as names.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Path(Vec<String>);
+
+impl Path {
+    fn child(&self, name: &str) -> Path {
+        let mut v = self.0.clone();
+        v.push(name.to_string());
+        Path(v)
+    }
+    fn is_within(&self, ancestor: &Path) -> bool {
+        self.0.len() >= ancestor.0.len() && self.0[..ancestor.0.len()] == ancestor.0[..]
+    }
+}
+
+impl fmt::Debug for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}", self.0.join("/"))
+    }
+}
+
+/// An operation with its targets resolved to paths: what the report prints.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)]
+pub enum Step {
+    Create(Path),
+    Mkdir(Path),
+    Symlink(Path, &'static str),
+    Link(Path, Path),
+    Unlink(Path),
+    Rmdir(Path),
+    Rename(Path, Path, RenameFlags),
+    Write {
+        file: Path,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    Truncate(Path, u64),
+    Getattr(Path),
+    Readdir(Path),
+}
+
+/// What a step returns when it succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Outcome {
+    Done,
+    Written(u32),
+    Attr {
+        kind: FileType,
+        size: Option<u64>,
+        nlink: Option<u32>,
+    },
+    Names(Vec<(String, FileType)>),
+}
+
+#[derive(Clone, Debug)]
+enum Content {
+    File(Vec<u8>),
+    Dir(BTreeMap<String, usize>),
+    Symlink(String),
+}
+
+#[derive(Clone, Debug)]
+struct MNode {
+    content: Content,
+    nlink: u32,
+}
+
+impl MNode {
+    fn kind(&self) -> FileType {
+        match self.content {
+            Content::File(_) => FileType::Regular,
+            Content::Dir(_) => FileType::Directory,
+            Content::Symlink(_) => FileType::Symlink,
+        }
+    }
+}
+
+/// The reference model: a tree of nodes; hard links share a node.
+#[derive(Clone, Debug)]
+pub struct Model {
+    nodes: HashMap<usize, MNode>,
+    next: usize,
+}
+
+const ROOT: usize = 0;
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Model {
+    /// An empty root.
+    pub fn new() -> Model {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT,
+            MNode {
+                content: Content::Dir(BTreeMap::new()),
+                nlink: 2,
+            },
+        );
+        Model { nodes, next: 1 }
+    }
+
+    fn children(&self, id: usize) -> Option<&BTreeMap<String, usize>> {
+        match &self.nodes.get(&id)?.content {
+            Content::Dir(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn children_mut(&mut self, id: usize) -> Option<&mut BTreeMap<String, usize>> {
+        match &mut self.nodes.get_mut(&id)?.content {
+            Content::Dir(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> Option<usize> {
+        let mut cur = ROOT;
+        for c in &path.0 {
+            cur = *self.children(cur)?.get(c)?;
+        }
+        Some(cur)
+    }
+
+    /// Every path in the tree, depth first, sorted; with the node it names.
+    fn paths(&self) -> Vec<(Path, usize)> {
+        let mut out = vec![(Path(Vec::new()), ROOT)];
+        let mut i = 0;
+        while i < out.len() {
+            let (p, id) = out[i].clone();
+            if let Some(c) = self.children(id) {
+                for (name, child) in c {
+                    out.push((p.child(name), *child));
+                }
+            }
+            i += 1;
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn pick(&self, idx: u8, want: impl Fn(FileType) -> bool) -> Option<Path> {
+        let all: Vec<Path> = self
+            .paths()
+            .into_iter()
+            .filter(|(_, id)| self.nodes.get(id).is_some_and(|n| want(n.kind())))
+            .map(|(p, _)| p)
+            .collect();
+        if all.is_empty() {
+            None
+        } else {
+            Some(all[idx as usize % all.len()].clone())
+        }
+    }
+
+    /// Resolves an operation's indices against the current tree; `None` if it has no
+    /// possible target (e.g. a write when there are no files).
+    pub fn resolve_op(&self, op: &Op) -> Option<Step> {
+        let dir = |i: u8| self.pick(i, |k| k == FileType::Directory);
+        let name = |i: u8| NAMES[i as usize % NAMES.len()];
+        Some(match *op {
+            Op::Create { dir: d, name: n } => Step::Create(dir(d)?.child(name(n))),
+            Op::Mkdir { dir: d, name: n } => Step::Mkdir(dir(d)?.child(name(n))),
+            Op::Symlink {
+                dir: d,
+                name: n,
+                target,
+            } => Step::Symlink(dir(d)?.child(name(n)), name(target)),
+            Op::Link { node, dir: d, name: n } => {
+                Step::Link(self.pick(node, |k| k != FileType::Directory)?, dir(d)?.child(name(n)))
+            }
+            Op::Unlink { dir: d, name: n } => Step::Unlink(dir(d)?.child(name(n))),
+            Op::Rmdir { dir: d, name: n } => Step::Rmdir(dir(d)?.child(name(n))),
+            Op::Rename {
+                dir: d,
+                name: n,
+                to_dir,
+                to_name,
+                flags,
+            } => {
+                let flags = [RenameFlags::NONE, RenameFlags::NOREPLACE, RenameFlags::EXCHANGE][flags as usize % 3];
+                Step::Rename(dir(d)?.child(name(n)), dir(to_dir)?.child(name(to_name)), flags)
+            }
+            Op::Write {
+                file,
+                offset,
+                len,
+                byte,
+            } => Step::Write {
+                file: self.pick(file, |k| k == FileType::Regular)?,
+                offset: OFFSETS[offset as usize % OFFSETS.len()],
+                len: usize::from(len),
+                byte,
+            },
+            Op::Truncate { file, size } => Step::Truncate(
+                self.pick(file, |k| k == FileType::Regular)?,
+                OFFSETS[size as usize % OFFSETS.len()],
+            ),
+            Op::Getattr { node } => Step::Getattr(self.pick(node, |_| true)?),
+            Op::Readdir { dir: d } => Step::Readdir(dir(d)?),
+        })
+    }
+
+    fn split(path: &Path) -> (Path, &str) {
+        let (last, parent) = path
+            .0
+            .split_last()
+            .map(|(l, p)| (l.as_str(), p.to_vec()))
+            .unwrap_or(("", Vec::new()));
+        (Path(parent), last)
+    }
+
+    fn add(&mut self, parent: usize, name: &str, content: Content) -> usize {
+        let id = self.next;
+        self.next += 1;
+        let is_dir = matches!(content, Content::Dir(_));
+        self.nodes.insert(
+            id,
+            MNode {
+                content,
+                nlink: if is_dir { 2 } else { 1 },
+            },
+        );
+        if let Some(c) = self.children_mut(parent) {
+            c.insert(name.to_string(), id);
+        }
+        if is_dir && let Some(p) = self.nodes.get_mut(&parent) {
+            p.nlink += 1;
+        }
+        id
+    }
+
+    /// Drops one name of a non-directory; the node goes with its last name.
+    fn drop_link(&mut self, id: usize) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.nlink = n.nlink.saturating_sub(1);
+            if n.nlink == 0 {
+                self.nodes.remove(&id);
+            }
+        }
+    }
+
+    /// Applies a step with Linux's semantics and returns its outcome or errno.
+    pub fn apply(&mut self, step: &Step) -> Result<Outcome, Errno> {
+        match step {
+            Step::Create(p) | Step::Mkdir(p) | Step::Symlink(p, _) => {
+                let (parent, name) = Model::split(p);
+                let pid = self.resolve(&parent).ok_or(Errno::ENOENT)?;
+                if self.children(pid).ok_or(Errno::ENOTDIR)?.contains_key(name) {
+                    return Err(Errno::EEXIST);
+                }
+                let content = match step {
+                    Step::Create(_) => Content::File(Vec::new()),
+                    Step::Mkdir(_) => Content::Dir(BTreeMap::new()),
+                    Step::Symlink(_, t) => Content::Symlink((*t).to_string()),
+                    _ => unreachable!("outer match"),
+                };
+                self.add(pid, name, content);
+                Ok(Outcome::Done)
+            }
+            Step::Link(src, dst) => {
+                let id = self.resolve(src).ok_or(Errno::ENOENT)?;
+                let (parent, name) = Model::split(dst);
+                let pid = self.resolve(&parent).ok_or(Errno::ENOENT)?;
+                if self.children(pid).ok_or(Errno::ENOTDIR)?.contains_key(name) {
+                    return Err(Errno::EEXIST);
+                }
+                if let Some(c) = self.children_mut(pid) {
+                    c.insert(name.to_string(), id);
+                }
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.nlink += 1;
+                }
+                Ok(Outcome::Done)
+            }
+            Step::Unlink(p) | Step::Rmdir(p) => {
+                let rmdir = matches!(step, Step::Rmdir(_));
+                let (parent, name) = Model::split(p);
+                let pid = self.resolve(&parent).ok_or(Errno::ENOENT)?;
+                let id = *self
+                    .children(pid)
+                    .ok_or(Errno::ENOTDIR)?
+                    .get(name)
+                    .ok_or(Errno::ENOENT)?;
+                let is_dir = self.children(id).is_some();
+                match (rmdir, is_dir) {
+                    (false, true) => return Err(Errno::EISDIR),
+                    (true, false) => return Err(Errno::ENOTDIR),
+                    (true, true) if self.children(id).is_some_and(|c| !c.is_empty()) => return Err(Errno::ENOTEMPTY),
+                    _ => {}
+                }
+                if let Some(c) = self.children_mut(pid) {
+                    c.remove(name);
+                }
+                if is_dir {
+                    if let Some(n) = self.nodes.get_mut(&pid) {
+                        n.nlink -= 1;
+                    }
+                    self.nodes.remove(&id);
+                } else {
+                    self.drop_link(id);
+                }
+                Ok(Outcome::Done)
+            }
+            Step::Rename(from, to, flags) => self.rename(from, to, *flags),
+            Step::Write {
+                file,
+                offset,
+                len,
+                byte,
+            } => {
+                let id = self.resolve(file).ok_or(Errno::ENOENT)?;
+                if let Some(MNode {
+                    content: Content::File(d),
+                    ..
+                }) = self.nodes.get_mut(&id)
+                    && *len > 0
+                {
+                    let end = *offset as usize + len;
+                    if d.len() < end {
+                        d.resize(end, 0);
+                    }
+                    d[*offset as usize..end].fill(*byte);
+                }
+                Ok(Outcome::Written(*len as u32))
+            }
+            Step::Truncate(file, size) => {
+                let id = self.resolve(file).ok_or(Errno::ENOENT)?;
+                if let Some(MNode {
+                    content: Content::File(d),
+                    ..
+                }) = self.nodes.get_mut(&id)
+                {
+                    d.resize(*size as usize, 0);
+                }
+                Ok(Outcome::Done)
+            }
+            Step::Getattr(p) => {
+                let id = self.resolve(p).ok_or(Errno::ENOENT)?;
+                let n = self.nodes.get(&id).ok_or(Errno::ENOENT)?;
+                Ok(model_attr(n))
+            }
+            Step::Readdir(p) => {
+                let id = self.resolve(p).ok_or(Errno::ENOENT)?;
+                let c = self.children(id).ok_or(Errno::ENOTDIR)?;
+                Ok(Outcome::Names(
+                    c.iter()
+                        .map(|(n, id)| (n.clone(), self.nodes.get(id).map_or(FileType::Regular, |m| m.kind())))
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path, flags: RenameFlags) -> Result<Outcome, Errno> {
+        let (fp, fname) = Model::split(from);
+        let (tp, tname) = Model::split(to);
+        let fpid = self.resolve(&fp).ok_or(Errno::ENOENT)?;
+        let tpid = self.resolve(&tp).ok_or(Errno::ENOENT)?;
+        let src = *self
+            .children(fpid)
+            .ok_or(Errno::ENOTDIR)?
+            .get(fname)
+            .ok_or(Errno::ENOENT)?;
+        let dst = self.children(tpid).ok_or(Errno::ENOTDIR)?.get(tname).copied();
+        match dst {
+            Some(_) if flags.noreplace() => return Err(Errno::EEXIST),
+            None if flags.exchange() => return Err(Errno::ENOENT),
+            _ => {}
+        }
+        if fp != tp {
+            // The source must not be an ancestor of the target's directory, nor the target
+            // an ancestor of the source's directory (Linux's "trap" checks).
+            if tp.is_within(from) {
+                return Err(Errno::EINVAL);
+            }
+            if fp.is_within(to) {
+                return Err(if flags.exchange() {
+                    Errno::EINVAL
+                } else {
+                    Errno::ENOTEMPTY
+                });
+            }
+        }
+        if dst == Some(src) {
+            return Ok(Outcome::Done);
+        }
+        let src_dir = self.children(src).is_some();
+        if flags.exchange() {
+            let Some(dst) = dst else { return Err(Errno::ENOENT) };
+            let dst_dir = self.children(dst).is_some();
+            if let Some(c) = self.children_mut(fpid) {
+                c.insert(fname.to_string(), dst);
+            }
+            if let Some(c) = self.children_mut(tpid) {
+                c.insert(tname.to_string(), src);
+            }
+            if fpid != tpid && src_dir != dst_dir {
+                let (from_dir, to_dir) = if src_dir { (fpid, tpid) } else { (tpid, fpid) };
+                if let Some(n) = self.nodes.get_mut(&from_dir) {
+                    n.nlink -= 1;
+                }
+                if let Some(n) = self.nodes.get_mut(&to_dir) {
+                    n.nlink += 1;
+                }
+            }
+            return Ok(Outcome::Done);
+        }
+        if let Some(d) = dst {
+            let dst_dir = self.children(d).is_some();
+            match (src_dir, dst_dir) {
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                (true, true) if self.children(d).is_some_and(|c| !c.is_empty()) => return Err(Errno::ENOTEMPTY),
+                _ => {}
+            }
+        }
+        if let Some(c) = self.children_mut(fpid) {
+            c.remove(fname);
+        }
+        if let Some(d) = dst {
+            if self.children(d).is_some() {
+                self.nodes.remove(&d);
+                if let Some(n) = self.nodes.get_mut(&tpid) {
+                    n.nlink -= 1;
+                }
+            } else {
+                self.drop_link(d);
+            }
+        }
+        if let Some(c) = self.children_mut(tpid) {
+            c.insert(tname.to_string(), src);
+        }
+        if src_dir && fpid != tpid {
+            if let Some(n) = self.nodes.get_mut(&fpid) {
+                n.nlink -= 1;
+            }
+            if let Some(n) = self.nodes.get_mut(&tpid) {
+                n.nlink += 1;
+            }
+        }
+        Ok(Outcome::Done)
+    }
+}
+
+fn model_attr(n: &MNode) -> Outcome {
+    match &n.content {
+        Content::File(d) => Outcome::Attr {
+            kind: FileType::Regular,
+            size: Some(d.len() as u64),
+            nlink: Some(n.nlink),
+        },
+        Content::Symlink(t) => Outcome::Attr {
+            kind: FileType::Symlink,
+            size: Some(t.len() as u64),
+            nlink: Some(n.nlink),
+        },
+        Content::Dir(_) => Outcome::Attr {
+            kind: FileType::Directory,
+            size: None,
+            nlink: None,
+        },
+    }
+}
+
+/// Resolves `path` on the backend by lookups from the root.
+async fn ino_of<F: VirtualFs>(fs: &F, path: &Path) -> Result<Ino, Errno> {
+    let mut cur = Ino::ROOT;
+    for c in &path.0 {
+        cur = fs.lookup(&CTX, cur, nm(c)).await.map_err(|e| e.errno())?.ino;
+    }
+    Ok(cur)
+}
+
+async fn parent_and_name<'p, F: VirtualFs>(fs: &F, path: &'p Path) -> Result<(Ino, &'p str), Errno> {
+    let (parent, name) = Model::split(path);
+    Ok((ino_of(fs, &parent).await?, name))
+}
+
+/// Runs a step on the backend.
+pub async fn apply_backend<F: VirtualFs>(fs: &F, step: &Step) -> Result<Outcome, Errno> {
+    let e = |e: crate::VfsError| e.errno();
+    match step {
+        Step::Create(p) => {
+            let (dir, name) = parent_and_name(fs, p).await?;
+            let (attr, fh) = fs
+                .create(&CTX, dir, nm(name), 0o644, 0, OpenFlags::RDWR.with(libc::O_EXCL))
+                .await
+                .map_err(e)?;
+            fs.release(&CTX, attr.ino, fh).await.map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Mkdir(p) => {
+            let (dir, name) = parent_and_name(fs, p).await?;
+            fs.mkdir(&CTX, dir, nm(name), 0o755, 0).await.map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Symlink(p, target) => {
+            let (dir, name) = parent_and_name(fs, p).await?;
+            fs.symlink(&CTX, dir, nm(name), target.as_ref()).await.map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Link(src, dst) => {
+            let ino = ino_of(fs, src).await?;
+            let (dir, name) = parent_and_name(fs, dst).await?;
+            fs.link(&CTX, ino, dir, nm(name)).await.map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Unlink(p) => {
+            let (dir, name) = parent_and_name(fs, p).await?;
+            fs.unlink(&CTX, dir, nm(name)).await.map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Rmdir(p) => {
+            let (dir, name) = parent_and_name(fs, p).await?;
+            fs.rmdir(&CTX, dir, nm(name)).await.map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Rename(from, to, flags) => {
+            let (fdir, fname) = parent_and_name(fs, from).await?;
+            let (tdir, tname) = parent_and_name(fs, to).await?;
+            fs.rename(&CTX, fdir, nm(fname), tdir, nm(tname), *flags)
+                .await
+                .map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Write {
+            file,
+            offset,
+            len,
+            byte,
+        } => {
+            let ino = ino_of(fs, file).await?;
+            let fh = fs.open(&CTX, ino, OpenFlags::RDWR).await.map_err(e)?;
+            let res = fs.write(&CTX, ino, fh, *offset, &vec![*byte; *len]).await;
+            fs.release(&CTX, ino, fh).await.map_err(e)?;
+            Ok(Outcome::Written(res.map_err(e)?))
+        }
+        Step::Truncate(file, size) => {
+            let ino = ino_of(fs, file).await?;
+            fs.setattr(&CTX, ino, SetAttr::size(*size)).await.map_err(e)?;
+            Ok(Outcome::Done)
+        }
+        Step::Getattr(p) => {
+            let ino = ino_of(fs, p).await?;
+            let a = fs.getattr(&CTX, ino, None).await.map_err(e)?;
+            let file_like = a.kind != FileType::Directory;
+            Ok(Outcome::Attr {
+                kind: a.kind,
+                size: file_like.then_some(a.size),
+                nlink: file_like.then_some(a.nlink),
+            })
+        }
+        Step::Readdir(p) => {
+            let ino = ino_of(fs, p).await?;
+            let mut names: Vec<(String, FileType)> = list(fs, ino, 3)
+                .await
+                .map_err(e)?
+                .into_iter()
+                .map(|(n, k, _)| (n, k))
+                .collect();
+            names.sort();
+            Ok(Outcome::Names(names))
+        }
+    }
+}
+
+/// Compares the backend's whole tree with the model's; `Err` names the first difference.
+pub async fn compare_trees<F: VirtualFs>(fs: &F, model: &Model) -> Result<(), String> {
+    // Backend inode ↔ model node, both ways, so hard links must match exactly.
+    let mut b2m: HashMap<Ino, usize> = HashMap::new();
+    let mut m2b: HashMap<usize, Ino> = HashMap::new();
+    let mut stack = vec![(Path(Vec::new()), Ino::ROOT, ROOT)];
+    while let Some((path, ino, id)) = stack.pop() {
+        let node = model
+            .nodes
+            .get(&id)
+            .ok_or_else(|| format!("{path:?}: model node missing"))?;
+        if b2m.insert(ino, id).is_some_and(|old| old != id) || m2b.insert(id, ino).is_some_and(|old| old != ino) {
+            return Err(format!(
+                "{path:?}: backend inode {} and model node are not the same object as before (hard links differ)",
+                ino.0
+            ));
+        }
+        let attr = fs
+            .getattr(&CTX, ino, None)
+            .await
+            .map_err(|e| format!("{path:?}: getattr failed: {e:?}"))?;
+        if attr.kind != node.kind() {
+            return Err(format!(
+                "{path:?}: backend says {:?}, model {:?}",
+                attr.kind,
+                node.kind()
+            ));
+        }
+        match &node.content {
+            Content::Dir(children) => {
+                let mut entries = list(fs, ino, 7)
+                    .await
+                    .map_err(|e| format!("{path:?}: readdir failed: {e:?}"))?;
+                entries.sort();
+                let want: Vec<&String> = children.keys().collect();
+                let got: Vec<&String> = entries.iter().map(|(n, _, _)| n).collect();
+                if want != got {
+                    return Err(format!("{path:?}: backend lists {got:?}, model {want:?}"));
+                }
+                for (name, kind, child_ino) in entries {
+                    let child = children[&name];
+                    let looked = fs
+                        .lookup(&CTX, ino, nm(&name))
+                        .await
+                        .map_err(|e| format!("{path:?}/{name}: lookup failed: {e:?}"))?;
+                    if looked.ino != child_ino || looked.kind != kind {
+                        return Err(format!(
+                            "{path:?}/{name}: readdir says {child_ino:?} {kind:?}, lookup {:?} {:?}",
+                            looked.ino, looked.kind
+                        ));
+                    }
+                    stack.push((path.child(&name), child_ino, child));
+                }
+            }
+            Content::File(data) => {
+                if attr.size != data.len() as u64 || attr.nlink != node.nlink {
+                    return Err(format!(
+                        "{path:?}: backend size {} nlink {}, model size {} nlink {}",
+                        attr.size,
+                        attr.nlink,
+                        data.len(),
+                        node.nlink
+                    ));
+                }
+                let got = read_all(fs, ino)
+                    .await
+                    .map_err(|e| format!("{path:?}: read failed: {e:?}"))?;
+                if &got != data {
+                    let at = got
+                        .iter()
+                        .zip(data.iter())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(got.len().min(data.len()));
+                    return Err(format!(
+                        "{path:?}: contents differ at byte {at} (backend {} bytes, model {})",
+                        got.len(),
+                        data.len()
+                    ));
+                }
+            }
+            Content::Symlink(t) => {
+                let got = fs
+                    .readlink(&CTX, ino)
+                    .await
+                    .map_err(|e| format!("{path:?}: readlink failed: {e:?}"))?;
+                if got.to_string_lossy() != t.as_str() || attr.nlink != node.nlink {
+                    return Err(format!(
+                        "{path:?}: symlink {got:?} nlink {}, model {t:?} nlink {}",
+                        attr.nlink, node.nlink
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one sequence against a fresh backend and the model; on a difference, a report of
+/// every step up to it.
+pub async fn run_sequence<F: VirtualFs>(backend: &Backend<F>, ops: &[Op]) -> Result<(), String> {
+    let fs = &*backend.fs;
+    let mut model = Model::new();
+    let mut trace = String::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Some(step) = model.resolve_op(op) else { continue };
+        let want = model.apply(&step);
+        let got = apply_backend(fs, &step).await;
+        trace.push_str(&format!("  {i:>2}: {step:?} -> {}\n", show(&got)));
+        if got != want {
+            return Err(format!(
+                "{trace}step {i} answered {}, the model says {}",
+                show(&got),
+                show(&want)
+            ));
+        }
+        if let Err(diff) = compare_trees(fs, &model).await {
+            return Err(format!("{trace}after step {i} the trees differ: {diff}"));
+        }
+    }
+    Ok(())
+}
+
+fn show(r: &Result<Outcome, Errno>) -> String {
+    match r {
+        Ok(o) => format!("{o:?}"),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// The number of sequences for [`check_model`]: `VFS_TESTKIT_CASES`, default 64.
+pub fn cases_from_env() -> u32 {
+    u32::try_from(super::env_u64("VFS_TESTKIT_CASES", 64)).unwrap_or(u32::MAX)
+}
+
+/// Runs `cases` random sequences, each on a fresh backend from `factory`. On failure,
+/// returns the report of the shrunk (minimal) failing sequence.
+pub fn check_model<F: VirtualFs>(factory: impl Fn() -> Backend<F>, cases: u32) -> Result<(), String> {
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 10_000,
+        ..Config::default()
+    };
+    let mut runner = match std::env::var("VFS_TESTKIT_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Some(seed) => {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&seed.to_le_bytes());
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+        }
+        None => TestRunner::new(config),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = runner.run(&ops(), |ops| {
+        let backend = factory();
+        rt.block_on(run_sequence(&backend, &ops)).map_err(TestCaseError::fail)
+    });
+    match result {
+        Ok(()) => Ok(()),
+        Err(TestError::Fail(reason, ops)) => Err(format!(
+            "model test failed; minimal failing sequence ({} operations):\n{reason}",
+            ops.len()
+        )),
+        Err(TestError::Abort(reason)) => Err(format!("model test aborted: {reason}")),
+    }
+}
+
+#[cfg(test)]
+#[cfg(not(loom))]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Path {
+        Path(s.split('/').filter(|c| !c.is_empty()).map(String::from).collect())
+    }
+
+    #[test]
+    fn model_rename_rules() {
+        let mut m = Model::new();
+        m.apply(&Step::Mkdir(p("a"))).unwrap();
+        m.apply(&Step::Mkdir(p("a/b"))).unwrap();
+        m.apply(&Step::Create(p("a/b/f"))).unwrap();
+        assert_eq!(
+            m.apply(&Step::Rename(p("a"), p("a/b/x"), RenameFlags::NONE)),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            m.apply(&Step::Rename(p("a/b/f"), p("a"), RenameFlags::NONE)),
+            Err(Errno::ENOTEMPTY)
+        );
+        assert_eq!(
+            m.apply(&Step::Rename(p("a/b/f"), p("a"), RenameFlags::EXCHANGE)),
+            Err(Errno::EINVAL)
+        );
+        m.apply(&Step::Link(p("a/b/f"), p("g"))).unwrap();
+        assert_eq!(
+            m.apply(&Step::Rename(p("a/b/f"), p("g"), RenameFlags::NOREPLACE)),
+            Err(Errno::EEXIST)
+        );
+        assert_eq!(
+            m.apply(&Step::Rename(p("a/b/f"), p("g"), RenameFlags::NONE)),
+            Ok(Outcome::Done)
+        );
+        assert_eq!(
+            m.apply(&Step::Getattr(p("g"))),
+            Ok(Outcome::Attr {
+                kind: FileType::Regular,
+                size: Some(0),
+                nlink: Some(2)
+            })
+        );
+        m.apply(&Step::Rename(p("a/b"), p("b"), RenameFlags::NONE)).unwrap();
+        assert_eq!(m.nodes[&ROOT].nlink, 4);
+        assert_eq!(m.apply(&Step::Unlink(p("b/f"))), Ok(Outcome::Done));
+        assert_eq!(
+            m.apply(&Step::Getattr(p("g"))),
+            Ok(Outcome::Attr {
+                kind: FileType::Regular,
+                size: Some(0),
+                nlink: Some(1)
+            })
+        );
+    }
+
+    #[test]
+    fn model_write_and_truncate() {
+        let mut m = Model::new();
+        m.apply(&Step::Create(p("f"))).unwrap();
+        m.apply(&Step::Write {
+            file: p("f"),
+            offset: 4,
+            len: 2,
+            byte: 9,
+        })
+        .unwrap();
+        m.apply(&Step::Truncate(p("f"), 5)).unwrap();
+        assert_eq!(
+            m.apply(&Step::Getattr(p("f"))),
+            Ok(Outcome::Attr {
+                kind: FileType::Regular,
+                size: Some(5),
+                nlink: Some(1)
+            })
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! Race scenarios: concurrent operations on one backend, checked for the states a correct
+//! backend can never show.
+//!
+//! Invariant: each scenario runs its parties on real OS threads (each with its own
+//! current-thread runtime) for `VFS_TESTKIT_RACE_ITERS` rounds (default 1,000), and checks
+//! every observation as it is made, so a torn or stale state fails the scenario the moment
+//! it is seen, with what was seen. Under `cfg(loom)`, [`loom_models`] runs the smallest
+//! version of the first two as loom models, exploring every interleaving of the facade
+//! locks a backend is built on.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::scenarios::{CTX, list, mkfile, nm};
+use super::{Backend, Failure, KitResult};
+use crate::types::{Ino, OpenFlags, RenameFlags, SetAttr};
+use crate::vfs::VirtualFs;
+use crate::{kit_ensure, kit_try};
+
+fn iterations() -> u64 {
+    super::env_u64("VFS_TESTKIT_RACE_ITERS", 1000)
+}
+
+/// Sets the flag when dropped: the end of a party that others poll for, even on failure.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// One party of a race: a future run on its own thread.
+type Party<'a> = Pin<Box<dyn Future<Output = KitResult> + Send + 'a>>;
+
+fn party<'a>(f: impl Future<Output = KitResult> + Send + 'a) -> Party<'a> {
+    Box::pin(f)
+}
+
+/// Runs one future per party, each on its own OS thread and runtime; all start together.
+/// Returns the first failure.
+fn parties(futs: Vec<Party<'_>>) -> KitResult {
+    let barrier = std::sync::Barrier::new(futs.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = futs
+            .into_iter()
+            .map(|f| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| Failure(format!("runtime: {e}")))?;
+                    barrier.wait();
+                    rt.block_on(f)
+                })
+            })
+            .collect();
+        let mut first = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or_else(|_| Err(Failure("a party panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
+}
+
+/// A byte pattern that is never zero, so zeros read back are always a bug here.
+fn pattern(k: u64) -> u8 {
+    (k % 250) as u8 + 1
+}
+
+fn length(k: u64) -> usize {
+    1 + (k as usize * 37) % 9000
+}
+
+/// Seed 000, bug one: getattr and read racing a writer that truncates and rewrites a file.
+/// No size a reader sees exceeds what the writer wrote, and a read never returns a zero
+/// byte: zeros would mean the size ran ahead of the data, the "wrong clamp length and
+/// wrong bytes" PostgreSQL saw. (A read may see a page-granular prefix of a concurrent
+/// write, as Linux allows; `MemFs` is stricter and its unit tests check that.)
+pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let n = iterations();
+    let ino = kit_try!(mkfile(&*b.fs, Ino::ROOT, "f", b"").await, "create f");
+    let largest = (0..n).map(|k| length(k) as u64).max().unwrap_or(0);
+    let fs = &*b.fs;
+    let done = AtomicBool::new(false);
+    let writer = async {
+        let _done = SetOnDrop(&done);
+        let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open for writing");
+        for k in 0..n {
+            kit_try!(fs.setattr(&CTX, ino, SetAttr::size(0)).await, "truncate to 0");
+            kit_try!(
+                fs.write(&CTX, ino, fh, 0, &vec![pattern(k); length(k)]).await,
+                "write round {k}"
+            );
+        }
+        kit_try!(fs.release(&CTX, ino, fh).await, "release");
+        Ok(())
+    };
+    let reader = || async {
+        let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open for reading");
+        while !done.load(Ordering::Acquire) {
+            let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr");
+            kit_ensure!(
+                a.size <= largest,
+                "getattr saw size {}, larger than any write ({largest})",
+                a.size
+            );
+            let data = kit_try!(fs.read(&CTX, ino, fh, 0, 16384).await, "read");
+            kit_ensure!(
+                data.len() as u64 <= largest,
+                "read returned {} bytes, more than any write ({largest})",
+                data.len()
+            );
+            kit_ensure!(
+                !data.contains(&0),
+                "read {} bytes with zeros in them: size ahead of data",
+                data.len()
+            );
+        }
+        kit_try!(fs.release(&CTX, ino, fh).await, "release");
+        Ok(())
+    };
+    parties(vec![party(writer), party(reader()), party(reader())])
+}
+
+/// A name replaced by rename stays visible to lookups throughout (POSIX rename atomicity:
+/// git's `index.lock → index`, editors' save-by-rename).
+pub async fn rename_vs_lookup<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let n = iterations();
+    let fs = &*b.fs;
+    kit_try!(mkfile(fs, Ino::ROOT, "target", b"0").await, "create target");
+    let done = AtomicBool::new(false);
+    let renamer = async {
+        let _done = SetOnDrop(&done);
+        for k in 0..n {
+            let tmp = format!("tmp{k}");
+            kit_try!(mkfile(fs, Ino::ROOT, &tmp, b"1").await, "create {tmp}");
+            kit_try!(
+                fs.rename(&CTX, Ino::ROOT, nm(&tmp), Ino::ROOT, nm("target"), RenameFlags::NONE)
+                    .await,
+                "rename {tmp} over target"
+            );
+        }
+        Ok(())
+    };
+    let looker = || async {
+        let mut k = 0u64;
+        while !done.load(Ordering::Acquire) {
+            kit_try!(
+                fs.lookup(&CTX, Ino::ROOT, nm("target")).await,
+                "lookup of target (round {k}) while it is renamed over"
+            );
+            k += 1;
+        }
+        Ok(())
+    };
+    parties(vec![party(renamer), party(looker()), party(looker())])?;
+    let left = kit_try!(list(fs, Ino::ROOT, 64).await, "readdir");
+    kit_ensure!(left.len() == 1 && left[0].0 == "target", "after the renames: {left:?}");
+    Ok(())
+}
+
+/// Listings taken while other entries are created and removed list every untouched entry
+/// exactly once and repeat no name.
+pub async fn create_vs_readdir<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let n = iterations();
+    let fs = &*b.fs;
+    // Churned names exist before the kept ones too, so that in a backend that lists in
+    // creation order their removal happens ahead of a listing's cursor.
+    for i in 0..20 {
+        kit_try!(
+            mkfile(fs, Ino::ROOT, &format!("churn{i}"), b"").await,
+            "create churn{i}"
+        );
+    }
+    for i in 0..50 {
+        kit_try!(
+            mkfile(fs, Ino::ROOT, &format!("keep{i:02}"), b"").await,
+            "create keep{i}"
+        );
+    }
+    let churn = async {
+        for k in 0..n {
+            let name = format!("churn{}", k % 20);
+            if k % 40 < 20 {
+                kit_try!(fs.unlink(&CTX, Ino::ROOT, nm(&name)).await, "unlink {name}");
+            } else {
+                kit_try!(mkfile(fs, Ino::ROOT, &name, b"").await, "create {name}");
+            }
+        }
+        Ok(())
+    };
+    let lister = async {
+        for round in 0..(n / 10).max(5) {
+            let entries = kit_try!(list(fs, Ino::ROOT, 4).await, "listing {round}");
+            let mut seen: HashMap<&str, usize> = HashMap::new();
+            for (name, _, _) in &entries {
+                *seen.entry(name.as_str()).or_default() += 1;
+            }
+            for (name, count) in &seen {
+                kit_ensure!(*count == 1, "listing {round}: {name} appeared {count} times");
+            }
+            for i in 0..50 {
+                let k = format!("keep{i:02}");
+                kit_ensure!(seen.contains_key(k.as_str()), "listing {round}: untouched {k} missing");
+            }
+        }
+        Ok(())
+    };
+    parties(vec![party(churn), party(lister)])
+}
+
+const RECORD: usize = 512;
+
+fn record(k: u64) -> Vec<u8> {
+    let mut r = vec![pattern(k); RECORD];
+    r[..8].copy_from_slice(&k.to_le_bytes());
+    r
+}
+
+fn check_records(data: &[u8], when: &str) -> KitResult {
+    kit_ensure!(
+        data.len().is_multiple_of(RECORD),
+        "{when}: {} bytes is not a whole number of {RECORD}-byte records",
+        data.len()
+    );
+    for (i, r) in data.chunks(RECORD).enumerate() {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&r[..8]);
+        let k = u64::from_le_bytes(head);
+        kit_ensure!(
+            r[8..].iter().all(|&x| x == pattern(k)),
+            "{when}: record {i} (number {k}) is torn"
+        );
+    }
+    Ok(())
+}
+
+/// Appends of whole records racing truncations to zero: the file is always a whole number
+/// of intact records (no append lands at a stale offset, none is torn by a truncation).
+pub async fn write_vs_truncate<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let n = iterations();
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "log", b"").await, "create log");
+    let appender = async {
+        let fh = kit_try!(
+            fs.open(&CTX, ino, OpenFlags::WRONLY.with(libc::O_APPEND)).await,
+            "open O_APPEND"
+        );
+        for k in 0..n {
+            let w = kit_try!(fs.write(&CTX, ino, fh, 0, &record(k)).await, "append {k}");
+            kit_ensure!(w as usize == RECORD, "append {k} wrote {w} bytes");
+        }
+        kit_try!(fs.release(&CTX, ino, fh).await, "release");
+        Ok(())
+    };
+    let truncater = async {
+        for k in 0..n / 8 {
+            kit_try!(fs.setattr(&CTX, ino, SetAttr::size(0)).await, "truncate {k}");
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    };
+    let checker = async {
+        let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open for reading");
+        for k in 0..n / 4 {
+            let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr {k}");
+            kit_ensure!(
+                a.size.is_multiple_of(RECORD as u64),
+                "getattr {k}: size {} is not whole records",
+                a.size
+            );
+            let data = kit_try!(fs.read(&CTX, ino, fh, 0, 1 << 20).await, "read {k}");
+            check_records(&data, &format!("read {k}"))?;
+        }
+        kit_try!(fs.release(&CTX, ino, fh).await, "release");
+        Ok(())
+    };
+    parties(vec![party(appender), party(truncater), party(checker)])?;
+    let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open");
+    let data = kit_try!(fs.read(&CTX, ino, fh, 0, 1 << 24).await, "final read");
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    check_records(&data, "final content")
+}
+
+/// A handle keeps reading the file it opened while its name is unlinked and reused for a
+/// new file (unlink while open, under churn).
+pub async fn unlink_vs_read<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let n = iterations();
+    let fs = &*b.fs;
+    let original: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8 + 1).collect();
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", &original).await, "create f");
+    let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open f");
+    let churn = async {
+        for k in 0..n / 4 {
+            kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("f")).await, "unlink f ({k})");
+            kit_try!(mkfile(fs, Ino::ROOT, "f", &[0xEE; 4096]).await, "create a new f ({k})");
+        }
+        Ok(())
+    };
+    let reader = async {
+        for k in 0..n {
+            let off = (k * 4096) % 65536;
+            let data = kit_try!(
+                fs.read(&CTX, ino, fh, off, 4096).await,
+                "read through the open handle ({k})"
+            );
+            kit_ensure!(
+                data[..] == original[off as usize..off as usize + 4096],
+                "round {k}: the open handle read bytes that are not the original file's"
+            );
+        }
+        Ok(())
+    };
+    parties(vec![party(churn), party(reader)])?;
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    kit_ensure!(
+        fs.getattr(&CTX, ino, None).await.is_err(),
+        "the unlinked original is gone after release"
+    );
+    Ok(())
+}
+
+/// Loom models of the races above, for backends whose concurrency is built on
+/// [`crate::sync`] (run under `RUSTFLAGS="--cfg loom"`).
+#[cfg(loom)]
+pub mod loom_models {
+    use super::*;
+    use crate::sync::thread;
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        loom::future::block_on(f)
+    }
+
+    /// One write racing one getattr+read: the reader sees the file before or after the
+    /// write, never a size without its data.
+    pub fn write_vs_getattr<F: VirtualFs>(factory: impl Fn() -> Backend<F> + Sync + Send + 'static) {
+        loom::model(move || {
+            let b = factory();
+            let ino = block_on(mkfile(&*b.fs, Ino::ROOT, "f", b"")).expect("create f");
+            let wfh = block_on(b.fs.open(&CTX, ino, OpenFlags::RDWR)).expect("open");
+            let rfh = block_on(b.fs.open(&CTX, ino, OpenFlags::RDONLY)).expect("open");
+            let w = {
+                let fs = std::sync::Arc::clone(&b.fs);
+                thread::spawn(move || block_on(fs.write(&CTX, ino, wfh, 0, b"abcd")).expect("write"))
+            };
+            let a = block_on(b.fs.getattr(&CTX, ino, None)).expect("getattr");
+            let d = block_on(b.fs.read(&CTX, ino, rfh, 0, 16)).expect("read");
+            w.join().expect("writer");
+            assert!(a.size == 0 || a.size == 4, "size {}", a.size);
+            assert!(d.is_empty() || &d[..] == b"abcd", "read {:?}", &d[..]);
+        });
+    }
+
+    /// One rename over a name racing one lookup of it: the lookup always finds it.
+    pub fn rename_vs_lookup<F: VirtualFs>(factory: impl Fn() -> Backend<F> + Sync + Send + 'static) {
+        loom::model(move || {
+            let b = factory();
+            block_on(mkfile(&*b.fs, Ino::ROOT, "target", b"")).expect("create target");
+            block_on(mkfile(&*b.fs, Ino::ROOT, "tmp", b"")).expect("create tmp");
+            let r = {
+                let fs = std::sync::Arc::clone(&b.fs);
+                thread::spawn(move || {
+                    block_on(fs.rename(&CTX, Ino::ROOT, nm("tmp"), Ino::ROOT, nm("target"), RenameFlags::NONE))
+                        .expect("rename")
+                })
+            };
+            block_on(b.fs.lookup(&CTX, Ino::ROOT, nm("target"))).expect("lookup during rename");
+            r.join().expect("renamer");
+        });
+    }
+}

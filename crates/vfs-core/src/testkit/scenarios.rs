@@ -1,0 +1,790 @@
+//! POSIX scenarios: one function per rule that backends commonly get wrong.
+//!
+//! Invariant: each scenario builds what it needs from an empty root, checks one rule with
+//! exact expectations (errno, sizes, bytes, link counts, time stamps), and reports the
+//! first difference as a [`Failure`](super::Failure) naming the operation.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use super::{Backend, KitResult};
+use crate::error::{Errno, VfsResult};
+use crate::types::{Attr, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, XattrSet};
+use crate::vfs::VirtualFs;
+use crate::{kit_ensure, kit_expect_err, kit_try};
+
+pub(crate) const CTX: RequestCtx = RequestCtx::ROOT;
+
+/// A name known to be valid (scenario names are literals).
+pub(crate) fn nm(s: &str) -> Name<'_> {
+    match Name::new(OsStr::new(s)) {
+        Ok(n) => n,
+        Err(e) => panic!("testkit: invalid scenario name {s:?}: {e}"),
+    }
+}
+
+/// Long enough for any host clock to tick (coarse kernel clocks advance every few ms).
+pub(crate) async fn settle() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+pub(crate) async fn mkfile<F: VirtualFs>(fs: &F, parent: Ino, name: &str, data: &[u8]) -> VfsResult<Ino> {
+    let (attr, fh) = fs
+        .create(&CTX, parent, nm(name), 0o644, 0, OpenFlags::RDWR.with(libc::O_EXCL))
+        .await?;
+    let written = if data.is_empty() {
+        Ok(0)
+    } else {
+        fs.write(&CTX, attr.ino, fh, 0, data).await
+    };
+    let released = fs.release(&CTX, attr.ino, fh).await;
+    written?;
+    released?;
+    Ok(attr.ino)
+}
+
+pub(crate) async fn read_all<F: VirtualFs>(fs: &F, ino: Ino) -> VfsResult<Vec<u8>> {
+    let fh = fs.open(&CTX, ino, OpenFlags::RDONLY).await?;
+    let mut out = Vec::new();
+    let res = loop {
+        match fs.read(&CTX, ino, fh, out.len() as u64, 1 << 20).await {
+            Ok(b) if b.is_empty() => break Ok(()),
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => break Err(e),
+        }
+    };
+    let released = fs.release(&CTX, ino, fh).await;
+    res?;
+    released?;
+    Ok(out)
+}
+
+/// Every name in `dir` except `.` and `..`, read through cookies `page` entries at a time.
+pub(crate) async fn list<F: VirtualFs>(fs: &F, dir: Ino, page: usize) -> VfsResult<Vec<(String, FileType, Ino)>> {
+    let mut out = Vec::new();
+    let mut cookie = 0;
+    loop {
+        let entries = fs.readdir(&CTX, dir, cookie, page).await?;
+        let Some(last) = entries.last() else { break };
+        cookie = last.cookie;
+        for e in entries {
+            let n = e.name.to_string_lossy().into_owned();
+            if n != "." && n != ".." {
+                out.push((n, e.kind, e.ino));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The inode `..` of `dir` names, from a full listing (cookies are the backend's own).
+pub(crate) async fn dotdot<F: VirtualFs>(fs: &F, dir: Ino) -> VfsResult<Option<Ino>> {
+    let mut cookie = 0;
+    loop {
+        let page = fs.readdir(&CTX, dir, cookie, 16).await?;
+        let Some(last) = page.last() else { return Ok(None) };
+        cookie = last.cookie;
+        if let Some(e) = page.iter().find(|e| e.name == "..") {
+            return Ok(Some(e.ino));
+        }
+    }
+}
+
+async fn names<F: VirtualFs>(fs: &F, dir: Ino) -> VfsResult<Vec<String>> {
+    let mut v: Vec<String> = list(fs, dir, 64).await?.into_iter().map(|(n, _, _)| n).collect();
+    v.sort();
+    Ok(v)
+}
+
+async fn attr_of<F: VirtualFs>(fs: &F, ino: Ino) -> VfsResult<Attr> {
+    fs.getattr(&CTX, ino, None).await
+}
+
+/// lookup and getattr agree; a missing name is `ENOENT`; a file as a directory `ENOTDIR`.
+pub async fn lookup_and_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let root = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr of the root");
+    kit_ensure!(
+        root.ino == Ino::ROOT && root.kind == FileType::Directory,
+        "root: {root:?}"
+    );
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"12345").await, "create f");
+    let looked = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("f")).await, "lookup f");
+    let got = kit_try!(attr_of(fs, ino).await, "getattr f");
+    kit_ensure!(
+        looked.ino == ino && got.ino == ino,
+        "lookup {looked:?} vs getattr {got:?}"
+    );
+    kit_ensure!(
+        got.size == 5 && got.kind == FileType::Regular && got.nlink == 1,
+        "attributes of f: {got:?}"
+    );
+    kit_expect_err!(
+        fs.lookup(&CTX, Ino::ROOT, nm("missing")).await,
+        Errno::ENOENT,
+        "lookup of a missing name"
+    );
+    kit_expect_err!(
+        fs.lookup(&CTX, ino, nm("x")).await,
+        Errno::ENOTDIR,
+        "lookup under a file"
+    );
+    Ok(())
+}
+
+/// `O_EXCL` on an existing name is `EEXIST`; without it the existing file is opened.
+pub async fn create_exclusive<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"keep").await, "create f");
+    let excl = OpenFlags::RDWR.with(libc::O_EXCL);
+    kit_expect_err!(
+        fs.create(&CTX, Ino::ROOT, nm("f"), 0o644, 0, excl).await,
+        Errno::EEXIST,
+        "O_EXCL create of f"
+    );
+    let (attr, fh) = kit_try!(
+        fs.create(&CTX, Ino::ROOT, nm("f"), 0o644, 0, OpenFlags::RDWR).await,
+        "create f again"
+    );
+    kit_try!(fs.release(&CTX, attr.ino, fh).await, "release");
+    kit_ensure!(
+        attr.ino == ino,
+        "create without O_EXCL opened {:?}, not the existing {ino:?}",
+        attr.ino
+    );
+    kit_ensure!(
+        kit_try!(read_all(fs, ino).await, "read f") == b"keep",
+        "create without O_TRUNC kept the data"
+    );
+    Ok(())
+}
+
+/// Directory link counts, `ENOTEMPTY`, `ENOTDIR` for rmdir of a file, `EISDIR` for
+/// unlink of a directory, `EEXIST` for mkdir over a name.
+pub async fn mkdir_rmdir_and_link_counts<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let before = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink;
+    let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir d");
+    kit_ensure!(d.kind == FileType::Directory && d.nlink == 2, "new directory: {d:?}");
+    kit_ensure!(
+        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink == before + 1,
+        "parent nlink after mkdir"
+    );
+    kit_expect_err!(
+        fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await,
+        Errno::EEXIST,
+        "mkdir over d"
+    );
+    kit_try!(mkfile(fs, d.ino, "f", b"").await, "create d/f");
+    kit_expect_err!(
+        fs.rmdir(&CTX, Ino::ROOT, nm("d")).await,
+        Errno::ENOTEMPTY,
+        "rmdir of non-empty d"
+    );
+    kit_expect_err!(fs.rmdir(&CTX, d.ino, nm("f")).await, Errno::ENOTDIR, "rmdir of a file");
+    kit_expect_err!(
+        fs.unlink(&CTX, Ino::ROOT, nm("d")).await,
+        Errno::EISDIR,
+        "unlink of a directory"
+    );
+    kit_try!(fs.unlink(&CTX, d.ino, nm("f")).await, "unlink d/f");
+    kit_try!(fs.rmdir(&CTX, Ino::ROOT, nm("d")).await, "rmdir d");
+    kit_ensure!(
+        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink == before,
+        "parent nlink after rmdir"
+    );
+    kit_expect_err!(
+        fs.lookup(&CTX, Ino::ROOT, nm("d")).await,
+        Errno::ENOENT,
+        "lookup of removed d"
+    );
+    Ok(())
+}
+
+/// Renaming over an existing file replaces it atomically; the old target's data is gone.
+pub async fn rename_over_file<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let a = kit_try!(mkfile(fs, Ino::ROOT, "a", b"new").await, "create a");
+    kit_try!(mkfile(fs, Ino::ROOT, "b", b"old").await, "create b");
+    kit_try!(
+        fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("b"), RenameFlags::NONE)
+            .await,
+        "rename a -> b"
+    );
+    kit_ensure!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir") == ["b"],
+        "only b remains"
+    );
+    let got = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("b")).await, "lookup b");
+    kit_ensure!(got.ino == a, "b is the renamed inode");
+    kit_ensure!(kit_try!(read_all(fs, a).await, "read b") == b"new", "b holds a's data");
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("c"), RenameFlags::NONE)
+            .await,
+        Errno::ENOENT,
+        "rename of a missing name"
+    );
+    Ok(())
+}
+
+/// A directory may replace an empty directory, not a non-empty one (`ENOTEMPTY`) nor a
+/// file (`ENOTDIR`); a file may not replace a directory (`EISDIR`).
+pub async fn rename_over_directories<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let src = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("src"), 0o755, 0).await, "mkdir src");
+    kit_try!(mkfile(fs, src.ino, "inside", b"x").await, "create src/inside");
+    kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("empty"), 0o755, 0).await, "mkdir empty");
+    let full = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("full"), 0o755, 0).await, "mkdir full");
+    kit_try!(mkfile(fs, full.ino, "x", b"").await, "create full/x");
+    kit_try!(mkfile(fs, Ino::ROOT, "file", b"").await, "create file");
+    let r = RenameFlags::NONE;
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("src"), Ino::ROOT, nm("full"), r).await,
+        Errno::ENOTEMPTY,
+        "dir over non-empty dir"
+    );
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("src"), Ino::ROOT, nm("file"), r).await,
+        Errno::ENOTDIR,
+        "dir over file"
+    );
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("file"), Ino::ROOT, nm("empty"), r).await,
+        Errno::EISDIR,
+        "file over dir"
+    );
+    let links = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink;
+    kit_try!(
+        fs.rename(&CTX, Ino::ROOT, nm("src"), Ino::ROOT, nm("empty"), r).await,
+        "dir over empty dir"
+    );
+    kit_ensure!(
+        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink == links - 1,
+        "replacing a directory drops the parent's link count by one"
+    );
+    let moved = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("empty")).await, "lookup empty");
+    kit_ensure!(moved.ino == src.ino, "empty is now src");
+    kit_ensure!(
+        kit_try!(names(fs, src.ino).await, "readdir") == ["inside"],
+        "content moved with it"
+    );
+    Ok(())
+}
+
+/// Moving a directory into itself or its own subtree is `EINVAL`; moving a file onto
+/// one of its ancestors is `ENOTEMPTY`.
+pub async fn rename_into_own_subtree<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let a = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("a"), 0o755, 0).await, "mkdir a");
+    let ab = kit_try!(fs.mkdir(&CTX, a.ino, nm("b"), 0o755, 0).await, "mkdir a/b");
+    let abc = kit_try!(fs.mkdir(&CTX, ab.ino, nm("c"), 0o755, 0).await, "mkdir a/b/c");
+    let r = RenameFlags::NONE;
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("a"), a.ino, nm("x"), r).await,
+        Errno::EINVAL,
+        "a -> a/x"
+    );
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("a"), abc.ino, nm("x"), r).await,
+        Errno::EINVAL,
+        "a -> a/b/c/x"
+    );
+    kit_try!(mkfile(fs, abc.ino, "f", b"").await, "create a/b/c/f");
+    kit_expect_err!(
+        fs.rename(&CTX, abc.ino, nm("f"), Ino::ROOT, nm("a"), r).await,
+        Errno::ENOTEMPTY,
+        "a/b/c/f -> a"
+    );
+    kit_ensure!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir /") == ["a"],
+        "nothing moved"
+    );
+    kit_try!(
+        fs.rename(&CTX, ab.ino, nm("c"), Ino::ROOT, nm("c"), r).await,
+        "a/b/c -> c"
+    );
+    let up = kit_try!(dotdot(fs, abc.ino).await, "readdir c");
+    kit_ensure!(up == Some(Ino::ROOT), "after the move, c/.. is {up:?}, not the root");
+    Ok(())
+}
+
+/// `RENAME_NOREPLACE` refuses an existing target with `EEXIST`, even a hard link of the
+/// source, and otherwise renames.
+pub async fn rename_noreplace<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let a = kit_try!(mkfile(fs, Ino::ROOT, "a", b"a").await, "create a");
+    kit_try!(mkfile(fs, Ino::ROOT, "b", b"b").await, "create b");
+    kit_try!(fs.link(&CTX, a, Ino::ROOT, nm("a2")).await, "link a2");
+    let nr = RenameFlags::NOREPLACE;
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("b"), nr).await,
+        Errno::EEXIST,
+        "NOREPLACE over b"
+    );
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("a2"), nr).await,
+        Errno::EEXIST,
+        "NOREPLACE over a hard link"
+    );
+    kit_try!(
+        fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("c"), nr).await,
+        "NOREPLACE to a free name"
+    );
+    kit_ensure!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir") == ["a2", "b", "c"],
+        "a became c"
+    );
+    Ok(())
+}
+
+/// `RENAME_EXCHANGE` swaps two existing entries, across directories too; a missing
+/// target is `ENOENT`.
+pub async fn rename_exchange<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let f = kit_try!(mkfile(fs, Ino::ROOT, "f", b"file").await, "create f");
+    let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir d");
+    let sub = kit_try!(fs.mkdir(&CTX, d.ino, nm("sub"), 0o755, 0).await, "mkdir d/sub");
+    let x = RenameFlags::EXCHANGE;
+    kit_expect_err!(
+        fs.rename(&CTX, Ino::ROOT, nm("f"), Ino::ROOT, nm("none"), x).await,
+        Errno::ENOENT,
+        "EXCHANGE with a missing target"
+    );
+    kit_try!(
+        fs.rename(&CTX, Ino::ROOT, nm("f"), d.ino, nm("sub"), x).await,
+        "EXCHANGE /f <-> /d/sub"
+    );
+    kit_ensure!(
+        kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("f")).await, "lookup /f").ino == sub.ino,
+        "/f is the directory"
+    );
+    kit_ensure!(
+        kit_try!(fs.lookup(&CTX, d.ino, nm("sub")).await, "lookup /d/sub").ino == f,
+        "/d/sub is the file"
+    );
+    kit_ensure!(
+        kit_try!(attr_of(fs, d.ino).await, "getattr d").nlink == 2,
+        "d lost a subdirectory"
+    );
+    let up = kit_try!(dotdot(fs, sub.ino).await, "readdir /f");
+    kit_ensure!(
+        up == Some(Ino::ROOT),
+        "the moved directory's .. is {up:?}, not the root"
+    );
+    Ok(())
+}
+
+/// An unlinked file stays readable and writable through a handle opened before, until
+/// release; then the inode is gone.
+pub async fn unlink_while_open<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"still here").await, "create f");
+    let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open f");
+    kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("f")).await, "unlink f");
+    kit_expect_err!(
+        fs.lookup(&CTX, Ino::ROOT, nm("f")).await,
+        Errno::ENOENT,
+        "lookup after unlink"
+    );
+    let data = kit_try!(fs.read(&CTX, ino, fh, 0, 100).await, "read through the open handle");
+    kit_ensure!(
+        &data[..] == b"still here",
+        "data after unlink: {:?}",
+        String::from_utf8_lossy(&data)
+    );
+    kit_try!(fs.write(&CTX, ino, fh, 10, b"!").await, "write through the open handle");
+    let attr = kit_try!(fs.getattr(&CTX, ino, Some(fh)).await, "getattr through the handle");
+    kit_ensure!(attr.nlink == 0 && attr.size == 11, "unlinked open file: {attr:?}");
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    kit_ensure!(
+        fs.getattr(&CTX, ino, None).await.is_err(),
+        "the inode is gone after the last release"
+    );
+    Ok(())
+}
+
+/// Hard links share data and count names.
+pub async fn hard_link_counts<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "a", b"shared").await, "create a");
+    let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir d");
+    let l = kit_try!(fs.link(&CTX, ino, d.ino, nm("b")).await, "link d/b");
+    kit_ensure!(l.ino == ino && l.nlink == 2, "link result {l:?}");
+    kit_expect_err!(
+        fs.link(&CTX, ino, d.ino, nm("b")).await,
+        Errno::EEXIST,
+        "link over an existing name"
+    );
+    kit_expect_err!(
+        fs.link(&CTX, d.ino, Ino::ROOT, nm("dd")).await,
+        Errno::EPERM,
+        "link of a directory"
+    );
+    let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open");
+    kit_try!(fs.write(&CTX, ino, fh, 0, b"S").await, "write through one name");
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    let other = kit_try!(fs.lookup(&CTX, d.ino, nm("b")).await, "lookup d/b");
+    kit_ensure!(
+        kit_try!(read_all(fs, other.ino).await, "read d/b") == b"Shared",
+        "both names see the write"
+    );
+    kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("a")).await, "unlink a");
+    kit_ensure!(kit_try!(attr_of(fs, ino).await, "getattr").nlink == 1, "one name left");
+    Ok(())
+}
+
+/// A write far past the end leaves a hole that reads as zeros; reads stop at the end.
+pub async fn sparse_write_reads_zeros<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let (attr, fh) = kit_try!(
+        fs.create(&CTX, Ino::ROOT, nm("f"), 0o644, 0, OpenFlags::RDWR).await,
+        "create f"
+    );
+    let ino = attr.ino;
+    kit_try!(fs.write(&CTX, ino, fh, 0, b"head").await, "write head");
+    let far = 10 * 1024 * 1024 + 7;
+    kit_try!(fs.write(&CTX, ino, fh, far, b"tail").await, "write tail past a hole");
+    let size = kit_try!(attr_of(fs, ino).await, "getattr").size;
+    kit_ensure!(size == far + 4, "size {size}, expected {}", far + 4);
+    let hole = kit_try!(fs.read(&CTX, ino, fh, 4096, 65536).await, "read inside the hole");
+    kit_ensure!(
+        hole.len() == 65536 && hole.iter().all(|&x| x == 0),
+        "hole reads as {} bytes of zeros",
+        hole.len()
+    );
+    let edge = kit_try!(fs.read(&CTX, ino, fh, far - 2, 100).await, "read across the tail");
+    kit_ensure!(&edge[..] == b"\0\0tail", "tail read {:?}", &edge[..]);
+    let past = kit_try!(fs.read(&CTX, ino, fh, far + 4, 100).await, "read at the end");
+    kit_ensure!(past.is_empty(), "read at end of file returned {} bytes", past.len());
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    Ok(())
+}
+
+/// Truncation down drops data; up exposes zeros, never the old bytes.
+pub async fn truncate_up_and_down<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"0123456789").await, "create f");
+    let a = kit_try!(fs.setattr(&CTX, ino, SetAttr::size(4)).await, "truncate to 4");
+    kit_ensure!(a.size == 4, "size after truncate down: {}", a.size);
+    kit_try!(fs.setattr(&CTX, ino, SetAttr::size(8)).await, "truncate up to 8");
+    let data = kit_try!(read_all(fs, ino).await, "read");
+    kit_ensure!(data == b"0123\0\0\0\0", "after down then up: {data:?}");
+    let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir");
+    kit_expect_err!(
+        fs.setattr(&CTX, d.ino, SetAttr::size(0)).await,
+        Errno::EISDIR,
+        "truncate of a directory"
+    );
+    Ok(())
+}
+
+/// `O_TRUNC` empties the file; an `O_APPEND` handle writes at the end whatever offset it
+/// is given.
+pub async fn open_truncate_and_append<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"abc").await, "create f");
+    let fh = kit_try!(
+        fs.open(&CTX, ino, OpenFlags::WRONLY.with(libc::O_APPEND)).await,
+        "open O_APPEND"
+    );
+    kit_try!(fs.write(&CTX, ino, fh, 0, b"def").await, "append");
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    kit_ensure!(
+        kit_try!(read_all(fs, ino).await, "read") == b"abcdef",
+        "O_APPEND wrote at the end"
+    );
+    let fh = kit_try!(
+        fs.open(&CTX, ino, OpenFlags::RDWR.with(libc::O_TRUNC)).await,
+        "open O_TRUNC"
+    );
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    kit_ensure!(
+        kit_try!(attr_of(fs, ino).await, "getattr").size == 0,
+        "O_TRUNC emptied the file"
+    );
+    Ok(())
+}
+
+/// A handle records its access mode: writing through a read-only handle, or reading
+/// through a write-only one, is `EBADF`.
+pub async fn handle_access_modes<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"abc").await, "create f");
+    let ro = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open O_RDONLY");
+    kit_expect_err!(
+        fs.write(&CTX, ino, ro, 0, b"x").await,
+        Errno::EBADF,
+        "write through O_RDONLY"
+    );
+    let wo = kit_try!(fs.open(&CTX, ino, OpenFlags::WRONLY).await, "open O_WRONLY");
+    kit_expect_err!(
+        fs.read(&CTX, ino, wo, 0, 1).await,
+        Errno::EBADF,
+        "read through O_WRONLY"
+    );
+    kit_try!(fs.release(&CTX, ino, ro).await, "release ro");
+    kit_try!(fs.release(&CTX, ino, wo).await, "release wo");
+    kit_ensure!(
+        kit_try!(read_all(fs, ino).await, "read") == b"abc",
+        "nothing was written"
+    );
+    Ok(())
+}
+
+/// A listing resumed by cookies while other entries are created and removed repeats no
+/// name and lists every untouched entry exactly once.
+pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    for i in 0..40 {
+        kit_try!(
+            mkfile(fs, Ino::ROOT, &format!("keep{i:02}"), b"").await,
+            "create keep{i}"
+        );
+        kit_try!(
+            mkfile(fs, Ino::ROOT, &format!("gone{i:02}"), b"").await,
+            "create gone{i}"
+        );
+    }
+    let mut seen = Vec::new();
+    let mut removable: Vec<String> = Vec::new();
+    let mut cookie = 0;
+    let mut round = 0;
+    loop {
+        // Four per page: with one removal per page a positional cursor then skips a
+        // different kind of entry each round, whatever the backend's order.
+        let page = kit_try!(fs.readdir(&CTX, Ino::ROOT, cookie, 4).await, "readdir page {round}");
+        let Some(last) = page.last() else { break };
+        kit_ensure!(page.len() <= 4, "readdir returned {} entries for max 4", page.len());
+        kit_ensure!(page.iter().all(|e| e.cookie != 0), "a cookie of 0 in {page:?}");
+        cookie = last.cookie;
+        let names: Vec<String> = page
+            .into_iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect();
+        // Remove an entry the listing has already passed (that is what shifts positions
+        // in a backend whose cookies are offsets) and add a new one.
+        removable.extend(names.iter().filter(|n| n.starts_with("gone")).cloned());
+        seen.extend(names);
+        if let Some(gone) = removable.pop() {
+            kit_try!(fs.unlink(&CTX, Ino::ROOT, nm(&gone)).await, "unlink {gone}");
+            kit_try!(
+                mkfile(fs, Ino::ROOT, &format!("new{round:02}"), b"").await,
+                "create new{round}"
+            );
+        }
+        round += 1;
+        kit_ensure!(round < 1000, "readdir never reached the end");
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for s in &seen {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    for (name, n) in &counts {
+        kit_ensure!(*n == 1, "{name} listed {n} times");
+    }
+    for i in 0..40 {
+        let k = format!("keep{i:02}");
+        kit_ensure!(
+            counts.contains_key(k.as_str()),
+            "untouched {k} missing from the listing"
+        );
+    }
+    kit_ensure!(
+        counts.contains_key(".") && counts.contains_key(".."),
+        ". and .. are listed"
+    );
+    Ok(())
+}
+
+/// Symlinks store their target verbatim; readlink of a file is `EINVAL`.
+pub async fn symlink_and_readlink<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let target = OsStr::new("../somewhere/else");
+    let s = kit_try!(fs.symlink(&CTX, Ino::ROOT, nm("s"), target).await, "symlink s");
+    kit_ensure!(
+        s.kind == FileType::Symlink && s.size == target.len() as u64,
+        "symlink attributes {s:?}"
+    );
+    kit_ensure!(
+        kit_try!(fs.readlink(&CTX, s.ino).await, "readlink s") == target,
+        "target round trip"
+    );
+    let f = kit_try!(mkfile(fs, Ino::ROOT, "f", b"").await, "create f");
+    kit_expect_err!(fs.readlink(&CTX, f).await, Errno::EINVAL, "readlink of a file");
+    kit_expect_err!(
+        fs.symlink(&CTX, Ino::ROOT, nm("s"), target).await,
+        Errno::EEXIST,
+        "symlink over a name"
+    );
+    Ok(())
+}
+
+/// mknod makes fifos, sockets and device nodes; directories are refused.
+pub async fn mknod_kinds<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    for (name, mode, kind) in [
+        ("fifo", libc::S_IFIFO | 0o644, FileType::Fifo),
+        ("sock", libc::S_IFSOCK | 0o644, FileType::Socket),
+        ("chr", libc::S_IFCHR | 0o644, FileType::CharDevice),
+        ("blk", libc::S_IFBLK | 0o644, FileType::BlockDevice),
+        ("reg", libc::S_IFREG | 0o644, FileType::Regular),
+    ] {
+        let a = kit_try!(
+            fs.mknod(&CTX, Ino::ROOT, nm(name), mode, 0, 0x0103).await,
+            "mknod {name}"
+        );
+        kit_ensure!(a.kind == kind, "mknod {name} made {:?}", a.kind);
+        let l = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm(name)).await, "lookup {name}");
+        kit_ensure!(l.kind == kind, "lookup {name} says {:?}", l.kind);
+        if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
+            kit_ensure!(l.rdev == 0x0103, "{name} rdev {:#x}", l.rdev);
+        }
+    }
+    Ok(())
+}
+
+/// Extended attributes: create/replace semantics, listing, removal, `ENODATA`.
+pub async fn xattrs<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"").await, "create f");
+    let k = OsStr::new("user.kit");
+    kit_expect_err!(
+        fs.getxattr(&CTX, ino, k).await,
+        Errno::ENODATA,
+        "getxattr of a missing name"
+    );
+    kit_expect_err!(
+        fs.setxattr(&CTX, ino, k, b"v", XattrSet::Replace).await,
+        Errno::ENODATA,
+        "XATTR_REPLACE of a missing name"
+    );
+    kit_try!(
+        fs.setxattr(&CTX, ino, k, b"one", XattrSet::Create).await,
+        "XATTR_CREATE"
+    );
+    kit_expect_err!(
+        fs.setxattr(&CTX, ino, k, b"two", XattrSet::Create).await,
+        Errno::EEXIST,
+        "XATTR_CREATE of an existing name"
+    );
+    kit_try!(
+        fs.setxattr(&CTX, ino, k, b"two", XattrSet::Replace).await,
+        "XATTR_REPLACE"
+    );
+    let v = kit_try!(fs.getxattr(&CTX, ino, k).await, "getxattr");
+    kit_ensure!(&v[..] == b"two", "value {:?}", &v[..]);
+    let names = kit_try!(fs.listxattr(&CTX, ino).await, "listxattr");
+    kit_ensure!(names.iter().any(|n| n == k), "listxattr {names:?} lacks user.kit");
+    kit_try!(fs.removexattr(&CTX, ino, k).await, "removexattr");
+    kit_expect_err!(
+        fs.removexattr(&CTX, ino, k).await,
+        Errno::ENODATA,
+        "removexattr of a removed name"
+    );
+    Ok(())
+}
+
+/// Names of 255 bytes work; 256 never reach the backend (`ENAMETOOLONG`).
+pub async fn long_names<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let max = "n".repeat(crate::types::NAME_MAX);
+    kit_try!(mkfile(fs, Ino::ROOT, &max, b"").await, "create a 255-byte name");
+    kit_try!(fs.lookup(&CTX, Ino::ROOT, nm(&max)).await, "lookup the 255-byte name");
+    let long = "n".repeat(crate::types::NAME_MAX + 1);
+    kit_expect_err!(Name::new(OsStr::new(&long)), Errno::ENAMETOOLONG, "a 256-byte name");
+    kit_ensure!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir") == [max],
+        "the long name is listed"
+    );
+    Ok(())
+}
+
+/// ctime changes on chmod, chown, rename (of the moved inode), link and unlink; mtime does not.
+pub async fn ctime_rules<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"x").await, "create f");
+    let mut prev = kit_try!(attr_of(fs, ino).await, "getattr");
+    for step in ["chmod", "chown", "rename", "link", "unlink"] {
+        settle().await;
+        match step {
+            "chmod" => drop(kit_try!(fs.setattr(&CTX, ino, SetAttr::mode(0o600)).await, "chmod")),
+            "chown" => drop(kit_try!(
+                fs.setattr(
+                    &CTX,
+                    ino,
+                    SetAttr {
+                        uid: Some(1),
+                        ..SetAttr::default()
+                    }
+                )
+                .await,
+                "chown"
+            )),
+            "rename" => kit_try!(
+                fs.rename(&CTX, Ino::ROOT, nm("f"), Ino::ROOT, nm("g"), RenameFlags::NONE)
+                    .await,
+                "rename"
+            ),
+            "link" => drop(kit_try!(fs.link(&CTX, ino, Ino::ROOT, nm("h")).await, "link")),
+            _ => kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("h")).await, "unlink"),
+        }
+        let now = kit_try!(attr_of(fs, ino).await, "getattr after {step}");
+        kit_ensure!(
+            now.ctime > prev.ctime,
+            "{step} did not change ctime ({:?} -> {:?})",
+            prev.ctime,
+            now.ctime
+        );
+        kit_ensure!(now.mtime == prev.mtime, "{step} changed mtime");
+        prev = now;
+    }
+    Ok(())
+}
+
+/// mtime and ctime change on write and on truncate; the parent's on create and unlink.
+pub async fn mtime_rules<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let root0 = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /");
+    settle().await;
+    let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"").await, "create f");
+    let root1 = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /");
+    kit_ensure!(
+        root1.mtime > root0.mtime && root1.ctime > root0.ctime,
+        "create did not touch the parent"
+    );
+    let mut prev = kit_try!(attr_of(fs, ino).await, "getattr f");
+    for step in ["write", "truncate"] {
+        settle().await;
+        if step == "write" {
+            let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::WRONLY).await, "open");
+            kit_try!(fs.write(&CTX, ino, fh, 0, b"data").await, "write");
+            kit_try!(fs.release(&CTX, ino, fh).await, "release");
+        } else {
+            kit_try!(fs.setattr(&CTX, ino, SetAttr::size(1)).await, "truncate");
+        }
+        let now = kit_try!(attr_of(fs, ino).await, "getattr after {step}");
+        kit_ensure!(
+            now.mtime > prev.mtime && now.ctime > prev.ctime,
+            "{step} did not change mtime and ctime"
+        );
+        prev = now;
+    }
+    settle().await;
+    kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("f")).await, "unlink");
+    let root2 = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /");
+    kit_ensure!(root2.mtime > root1.mtime, "unlink did not touch the parent");
+    Ok(())
+}
+
+/// statfs answers with a consistent picture.
+pub async fn statfs_sane<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let s = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs");
+    kit_ensure!(
+        s.bfree <= s.blocks && s.bavail <= s.blocks && s.ffree <= s.files,
+        "inconsistent statfs {s:?}"
+    );
+    kit_ensure!(s.bsize > 0 && s.namelen >= 255, "statfs {s:?}");
+    Ok(())
+}

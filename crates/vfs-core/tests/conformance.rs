@@ -1,0 +1,13 @@
+//! The testkit run against this repository's two reference backends.
+
+use vfs_core::localfs::LocalFs;
+use vfs_core::memfs::MemFs;
+use vfs_core::testkit::Backend;
+
+vfs_core::vfs_conformance!(memfs, || Backend::new(MemFs::new()));
+
+vfs_core::vfs_conformance!(localfs, || {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fs = LocalFs::new(dir.path()).expect("LocalFs on a temp dir");
+    Backend::new(fs).keep(dir)
+});
