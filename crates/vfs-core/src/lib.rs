@@ -9,6 +9,7 @@
 //! Start with [`VirtualFs`], then the reference backend [`memfs::MemFs`].
 #![warn(missing_docs)]
 
+pub mod barrier;
 pub mod error;
 pub mod lock_order;
 pub mod memfs;
