@@ -14,6 +14,7 @@ pub mod error;
 pub mod lock_order;
 pub mod memfs;
 pub mod meta;
+pub mod notify;
 pub mod sync;
 pub mod types;
 pub mod vfs;
