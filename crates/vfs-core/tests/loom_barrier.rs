@@ -34,6 +34,7 @@ fn loom_barrier_read_after_issued_write_sees_it() {
                 let t = b.begin_write(INO);
                 issued.store(true, Ordering::Release);
                 t.wait_turn();
+                // SAFETY: loom checks this access against every other one to `data`.
                 data.with_mut(|p| unsafe { *p = 1 });
                 t.complete();
             })
@@ -41,6 +42,7 @@ fn loom_barrier_read_after_issued_write_sees_it() {
         if issued.load(Ordering::Acquire) {
             b.read(INO);
             // Without the barrier this read races the write (loom: causality violation).
+            // SAFETY: loom checks this access against every other one to `data`.
             let seen = data.with(|p| unsafe { *p });
             assert_eq!(seen, 1);
         }
@@ -62,12 +64,14 @@ fn loom_barrier_async_read_after_issued_write_sees_it() {
                 let t = b.begin_write(INO);
                 issued.store(true, Ordering::Release);
                 loom::future::block_on(t.wait_turn_async());
+                // SAFETY: loom checks this access against every other one to `data`.
                 data.with_mut(|p| unsafe { *p = 1 });
                 t.complete();
             })
         };
         if issued.load(Ordering::Acquire) {
             loom::future::block_on(b.read_async(INO));
+            // SAFETY: loom checks this access against every other one to `data`.
             let seen = data.with(|p| unsafe { *p });
             assert_eq!(seen, 1);
         }
