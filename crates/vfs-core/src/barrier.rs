@@ -161,6 +161,9 @@ impl OpBarrier {
             barrier: self,
             ino,
             seq,
+            // `done` never decreases while this ticket is outstanding, so a write with no
+            // earlier write pending needs no second look.
+            turn_at_issue: ops.done == seq,
             completed: false,
         }
     }
@@ -323,6 +326,8 @@ pub struct WriteTicket<'a> {
     barrier: &'a OpBarrier,
     ino: Ino,
     seq: u64,
+    /// No earlier write was pending when this one was issued.
+    turn_at_issue: bool,
     completed: bool,
 }
 
@@ -348,7 +353,9 @@ impl WriteTicket<'_> {
 
     /// Blocks until every write to this inode issued before this one has completed.
     pub fn wait_turn(&self) {
-        drop(self.barrier.wait_until(self.ino, self.seq));
+        if !self.turn_at_issue {
+            drop(self.barrier.wait_until(self.ino, self.seq));
+        }
     }
 
     /// Waits (async) until every write to this inode issued before this one has
@@ -359,6 +366,7 @@ impl WriteTicket<'_> {
             ino: self.ino,
             target: self.seq,
             id: None,
+            ready: self.turn_at_issue,
         }
     }
 
@@ -423,6 +431,7 @@ impl<'a> ReadTicket<'a> {
                 ino: self.ino,
                 target,
                 id: None,
+                ready: false,
             }),
             ticket: self,
         }
@@ -445,6 +454,8 @@ pub struct Wait<'a> {
     ino: Ino,
     target: u64,
     id: Option<u64>,
+    /// Known reached without looking (no earlier write was pending at issue).
+    ready: bool,
 }
 
 impl fmt::Debug for Wait<'_> {
@@ -460,6 +471,9 @@ impl Future for Wait<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if this.ready {
+            return Poll::Ready(());
+        }
         this.barrier.poll_until(this.ino, this.target, &mut this.id, cx)
     }
 }
