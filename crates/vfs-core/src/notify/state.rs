@@ -18,8 +18,8 @@
 //! Pending entries live in a slab threaded by a doubly linked list in deadline order. The
 //! debounce delay is the same for every key, so "most recently updated last" is also
 //! "latest deadline last": an update relinks its entry at the tail, expiry pops the head,
-//! both in O(1). Keys are stored once, in the slab; the index is a `HashTable` of slot
-//! numbers hashed by the slot's key.
+//! both in O(1). Keys are stored once, in the slab; the index is a `HashTable` of
+//! `(slot, hash)` pairs, so growing it never touches the slab or hashes a key again.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -48,6 +48,8 @@ enum Pending<E> {
 
 struct Node<K, E> {
     key: K,
+    /// [`DebounceState::hash32`] of `key`.
+    hash: u32,
     pending: Pending<E>,
     deadline: Instant,
     prev: u32,
@@ -69,7 +71,8 @@ pub struct DebounceState<K, E> {
     max_batch: usize,
     max_pending: usize,
     hasher: FxBuildHasher,
-    index: HashTable<u32>,
+    /// `(slot, 32-bit key hash)` of every pending entry.
+    index: HashTable<(u32, u32)>,
     slots: Vec<Slot<K, E>>,
     free: u32,
     head: u32,
@@ -324,18 +327,32 @@ impl<K: NotifyKey, E: Snapshot> DebounceState<K, E> {
         }
     }
 
+    /// The key's hash as stored: 32 bits, so an index entry is 8 bytes.
+    fn hash32(&self, key: &K) -> u32 {
+        (self.hasher.hash_one(key) >> 32) as u32
+    }
+
+    /// The table hash of a stored 32-bit hash: spread over 64 bits (hashbrown takes its
+    /// tag from the top bits and the bucket from the bottom ones).
+    fn table_hash(h: u32) -> u64 {
+        u64::from(h).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(h)
+    }
+
     fn find(&self, key: &K) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
+        let h = self.hash32(key);
         let slots = &self.slots;
         self.index
-            .find(hash, |&i| matches!(&slots[i as usize], Slot::Used(n) if n.key == *key))
-            .copied()
+            .find(Self::table_hash(h), |&(i, hi)| {
+                hi == h && matches!(&slots[i as usize], Slot::Used(n) if n.key == *key)
+            })
+            .map(|&(i, _)| i)
     }
 
     fn insert(&mut self, key: K, pending: Pending<E>, now: Instant) {
-        let hash = self.hasher.hash_one(&key);
+        let hash = self.hash32(&key);
         let node = Node {
             key,
+            hash,
             pending,
             deadline: now + self.delay,
             prev: self.tail,
@@ -362,12 +379,8 @@ impl<K: NotifyKey, E: Snapshot> DebounceState<K, E> {
         }
         self.tail = idx;
         self.len += 1;
-        let slots = &self.slots;
-        let hasher = &self.hasher;
-        self.index.insert_unique(hash, idx, |&i| match &slots[i as usize] {
-            Slot::Used(n) => hasher.hash_one(&n.key),
-            Slot::Free { .. } => 0,
-        });
+        self.index
+            .insert_unique(Self::table_hash(hash), (idx, hash), |&(_, h)| Self::table_hash(h));
     }
 
     fn unlink(&mut self, idx: u32) {
@@ -409,8 +422,8 @@ impl<K: NotifyKey, E: Snapshot> DebounceState<K, E> {
     /// Removes `idx` from the list, the index and the slab; returns its key and change.
     fn take(&mut self, idx: u32) -> (K, Pending<E>) {
         self.unlink(idx);
-        let hash = self.hasher.hash_one(&self.node(idx).key);
-        if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
+        let hash = Self::table_hash(self.node(idx).hash);
+        if let Ok(entry) = self.index.find_entry(hash, |&(i, _)| i == idx) {
             entry.remove();
         }
         let slot = std::mem::replace(&mut self.slots[idx as usize], Slot::Free { next_free: self.free });
