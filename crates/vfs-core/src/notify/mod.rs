@@ -291,7 +291,8 @@ impl<K: NotifyKey, E: Snapshot> Debouncer<K, E> {
         )
     }
 
-    /// [`Debouncer::new`] with the task spawned on the current tokio runtime.
+    /// [`Debouncer::new`] with the task spawned on the current tokio runtime (call it
+    /// from within one: like `tokio::spawn`, it panics otherwise).
     pub fn spawn(config: DebounceConfig) -> (Debouncer<K, E>, Batches<K, E>)
     where
         K: Send + 'static,

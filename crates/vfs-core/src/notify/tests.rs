@@ -451,9 +451,25 @@ async fn seed002_bug4_612_file_burst_leaves_in_at_most_10_batches() {
 /// Seed 000 bug three regression, first half (a file gone by send time was silently
 /// dropped because it was re-stated before sending): the change carries the size
 /// captured when it was enqueued, and is sent with it even though the file has since
-/// vanished (its remove is still behind in the producer's queue).
+/// vanished (its remove is still behind in the producer's queue). And when the vanishing
+/// is known before the deadline, the peer that holds the file hears of the remove: the
+/// pending change is never just discarded.
 #[tokio::test(start_paused = true)]
 async fn seed000_bug3_vanished_file_is_sent_with_size_captured_at_enqueue() {
+    let (d, batches) = Debouncer::<String>::spawn(cfg());
+    let collector = tokio::spawn(collect(batches));
+    d.send(create("a.keep", 0)).await.unwrap();
+    tokio::time::sleep(ms(300)).await; // sent: the peer has it
+    d.send(update("a.keep", 4096)).await.unwrap();
+    d.send(remove("a.keep")).await.unwrap(); // gone before its deadline
+    drop(d);
+    let got: Vec<C> = collector.await.unwrap().into_iter().flat_map(|(_, b)| b).collect();
+    assert_eq!(got, vec![create("a.keep", 0), remove("a.keep")]);
+}
+
+/// Seed 000 bug three, the file gone only after its change was sent (see above).
+#[tokio::test(start_paused = true)]
+async fn seed000_bug3_vanished_after_send_time_keeps_captured_size() {
     let (d, batches) = Debouncer::<String>::spawn(cfg());
     let collector = tokio::spawn(collect(batches));
     // Already known to the peer, then rewritten to 4096 bytes and, at send time, gone.
