@@ -152,7 +152,9 @@ fn bench(c: &mut Criterion) {
         for (op, write) in [("read", false), ("update", true)] {
             let mut g = c.benchmark_group(format!("{op}/{threads}t"));
             g.bench_function("dashmap", |b| b.iter_custom(|iters| run(&dm, threads, iters, write)));
-            g.bench_function("dashmap_fxhash", |b| b.iter_custom(|iters| run(&fx, threads, iters, write)));
+            g.bench_function("dashmap_fxhash", |b| {
+                b.iter_custom(|iters| run(&fx, threads, iters, write))
+            });
             g.bench_function("meta_table", |b| b.iter_custom(|iters| run(&mt, threads, iters, write)));
             g.finish();
         }
