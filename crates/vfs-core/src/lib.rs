@@ -10,9 +10,11 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod fh;
 pub mod lock_order;
 pub mod memfs;
 pub mod meta;
+
 pub mod sync;
 pub mod types;
 pub mod vfs;
