@@ -14,7 +14,7 @@ pub mod fh;
 pub mod lock_order;
 pub mod memfs;
 pub mod meta;
-
+pub mod pool;
 pub mod sync;
 pub mod types;
 pub mod vfs;
