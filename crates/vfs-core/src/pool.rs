@@ -4,11 +4,13 @@
 //! Invariants:
 //!
 //! 1. **A handle is released to the backend only when no operation is using it.** Every
-//!    use goes through a lease ([`PooledHandle`]) taken under the pool's lock; an entry that
-//!    leaves the pool (eviction, [`HandlePool::invalidate`], replacement, the `EBADF`
-//!    upgrade) is *retired*, and whoever sees it retired with no user left — the remover or
-//!    the last user — queues its release. One atomic word per entry holds the user count
-//!    and the retired bit, so exactly one party sees that transition.
+//!    use goes through a lease ([`PooledHandle`], a reference-counted pointer to the entry)
+//!    taken from the map under the pool's lock, and only from the map. An entry that
+//!    leaves the map (eviction, [`HandlePool::invalidate`], replacement, the `EBADF`
+//!    upgrade) is *retired*: released at once if no lease holds it, else parked in a
+//!    graveyard until its reference count says the last lease is gone — final, since no
+//!    lease can be taken any more — and then released by the operation of that last user
+//!    or a later one. Releases are queued under the lock, so each handle is released once.
 //! 2. **A handle is published only after its first successful use.** A handle the pool
 //!    opens is private to the operation that opened it until that operation's read or
 //!    write succeeded through it; no other task can find it, replace it or release it
@@ -60,7 +62,7 @@ use bytes::Bytes;
 use rustc_hash::FxHasher;
 
 use crate::error::{VfsError, VfsResult};
-use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, Ordering, fence};
 use crate::sync::{Arc, RwLock};
 use crate::types::{AccessMode, Fh, Ino, OpenFlags, RequestCtx};
 use crate::vfs::VirtualFs;
@@ -72,11 +74,6 @@ mod test_fs;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-/// One unit of [`Entry::state`]: a user.
-const USER: usize = 2;
-/// The retired bit of [`Entry::state`]: the entry has left the map.
-const RETIRED: usize = 1;
-
 /// A pooled backend handle.
 struct Entry {
     ino: Ino,
@@ -86,9 +83,6 @@ struct Entry {
     ctx: RequestCtx,
     /// Unique per pool: what compare-and-remove compares.
     id: u64,
-    /// `users * USER | RETIRED`. Users are added only under the map's read lock while the
-    /// entry is in the map; `RETIRED` is set only under the write lock as it leaves.
-    state: AtomicUsize,
     /// Clock reference bit.
     referenced: AtomicBool,
 }
@@ -118,6 +112,10 @@ struct State {
     /// Clock order: `(ino, id)` of every entry in `map`, plus stale pairs of entries that
     /// left it (skipped and dropped when met, compacted when they pile up).
     ring: VecDeque<(Ino, u64)>,
+    /// Retired entries that were in use when they left the map. Leases are `Arc` clones
+    /// taken only from the map, so once an entry here is down to this one reference
+    /// (`strong_count == 1`) nobody can use it again and it is moved to `doomed`.
+    graveyard: Vec<Arc<Entry>>,
     /// Handles to release, by whoever drains the queue next.
     doomed: Vec<Doomed>,
     next_id: u64,
@@ -151,6 +149,12 @@ pub struct PoolStats {
 pub struct HandlePool<F> {
     fs: StdArc<F>,
     state: RwLock<State>,
+    /// Whether `State::doomed` is non-empty, and whether `State::graveyard` is. Written
+    /// only under the write lock, read without it: a stale `false` only defers a release
+    /// to a later operation, and a thread that queued a release sees its own `true` or the
+    /// `false` of the drainer that took it.
+    has_doomed: AtomicBool,
+    has_graveyard: AtomicBool,
     capacity: usize,
 }
 
@@ -178,7 +182,7 @@ fn hide_ebadf(e: VfsError) -> VfsError {
 /// A lease on a pooled handle: while it lives, the handle is not released.
 ///
 /// Dropping it ends the use. If the entry left the pool meanwhile and this was its last
-/// user, the release is queued and performed by the next pool operation, or at once by
+/// user, the release is performed by the next pool operation, or at once by
 /// [`PooledHandle::done`].
 #[must_use = "dropping the lease at once makes the handle useless"]
 pub struct PooledHandle<'a, F> {
@@ -220,17 +224,6 @@ impl<F: VirtualFs> PooledHandle<'_, F> {
     }
 }
 
-impl<F> Drop for PooledHandle<'_, F> {
-    fn drop(&mut self) {
-        let prev = self.entry.state.fetch_sub(USER, Ordering::AcqRel);
-        if prev == USER | RETIRED {
-            // The last user of an entry that has left the pool.
-            let mut st = self.pool.state.write();
-            self.pool.doom(&mut st, self.entry.doomed());
-        }
-    }
-}
-
 /// A handle the pool opened and has not published: private to one operation. Dropped
 /// unpublished (an error, or the future was cancelled), it is queued for release.
 struct Private<'a, F> {
@@ -269,10 +262,13 @@ impl<F> HandlePool<F> {
             state: RwLock::new(State {
                 map: Map::default(),
                 ring: VecDeque::new(),
+                graveyard: Vec::new(),
                 doomed: Vec::new(),
                 next_id: 1,
                 stats: PoolStats::default(),
             }),
+            has_doomed: AtomicBool::new(false),
+            has_graveyard: AtomicBool::new(false),
             capacity: capacity.max(1),
         }
     }
@@ -313,8 +309,8 @@ impl<F> HandlePool<F> {
     pub fn get(&self, ino: Ino) -> Option<PooledHandle<'_, F>> {
         let st = self.state.read();
         let e = st.map.get(&ino)?;
-        // Under the read lock the entry is in the map, so it is not retired.
-        e.state.fetch_add(USER, Ordering::AcqRel);
+        // The clone is the lease: taken under the read lock while the entry is in the
+        // map, so never from the graveyard.
         if !e.referenced.load(Ordering::Relaxed) {
             e.referenced.store(true, Ordering::Relaxed);
         }
@@ -350,7 +346,6 @@ impl<F> HandlePool<F> {
             mode,
             ctx: d.ctx,
             id,
-            state: AtomicUsize::new(0),
             // Set, as CLOCK does for a new page: a fresh entry survives one sweep.
             referenced: AtomicBool::new(true),
         });
@@ -359,7 +354,7 @@ impl<F> HandlePool<F> {
             st.stats.published_writable += 1;
         }
         if let Some(old) = st.map.insert(d.ino, entry) {
-            self.retire(&mut st, &old);
+            self.retire(&mut st, old);
         }
         st.ring.push_back((d.ino, id));
         while st.map.len() > self.capacity {
@@ -379,28 +374,55 @@ impl<F> HandlePool<F> {
         }
         if let Some(e) = st.map.remove(&ino) {
             st.stats.upgrades += 1;
-            self.retire(&mut st, &e);
+            self.retire(&mut st, e);
         }
         self.compact(&mut st);
         true
     }
 
-    /// Marks `e` (just removed from the map) retired; if nobody uses it, dooms it now,
-    /// else its last user will.
-    fn retire(&self, st: &mut State, e: &Entry) {
-        let prev = e.state.fetch_or(RETIRED, Ordering::AcqRel);
-        debug_assert_eq!(prev & RETIRED, 0, "an entry is retired once");
+    /// Retires `e`, the map's reference to an entry just removed from it: dooms it now
+    /// if that was the last reference, else parks it in the graveyard until its users'
+    /// leases are gone.
+    fn retire(&self, st: &mut State, e: Arc<Entry>) {
         if e.mode.can_write() {
             st.stats.retired_writable += 1;
         }
-        if prev == 0 {
+        if Self::unused(&e) {
             self.doom(st, e.doomed());
+        } else {
+            st.graveyard.push(e);
+            self.has_graveyard.store(true, Ordering::Release);
         }
+    }
+
+    /// Whether `e`, out of the map, has no lease left. Final: a lease is only ever taken
+    /// from the map. The fence orders the users' last accesses (their `Arc` drops are
+    /// release operations) before the release to the backend.
+    fn unused(e: &Arc<Entry>) -> bool {
+        let unused = Arc::strong_count(e) == 1;
+        if unused {
+            fence(Ordering::Acquire);
+        }
+        unused
     }
 
     fn doom(&self, st: &mut State, d: Doomed) {
         st.doomed.push(d);
         st.stats.releases_queued += 1;
+        self.has_doomed.store(true, Ordering::Release);
+    }
+
+    /// Dooms the graveyard's entries that no lease holds any more.
+    fn sweep(&self, st: &mut State) {
+        let mut i = 0;
+        while i < st.graveyard.len() {
+            if Self::unused(&st.graveyard[i]) {
+                let e = st.graveyard.swap_remove(i);
+                self.doom(st, e.doomed());
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Evicts one entry by the clock: skip (and clear) recently used ones and skip ones in
@@ -415,14 +437,14 @@ impl<F> HandlePool<F> {
             if patience > 0 {
                 patience -= 1;
                 let recently_used = e.referenced.swap(false, Ordering::Relaxed);
-                if recently_used || e.state.load(Ordering::Acquire) >= USER {
+                if recently_used || Arc::strong_count(e) > 1 {
                     st.ring.push_back((ino, id));
                     continue;
                 }
             }
             if let Some(e) = st.map.remove(&ino) {
                 st.stats.evicted += 1;
-                self.retire(st, &e);
+                self.retire(st, e);
             }
             return true;
         }
@@ -437,14 +459,27 @@ impl<F> HandlePool<F> {
         }
     }
 
-    /// The queued releases, if any (checked under the shared lock first, so the common
-    /// case of an empty queue does not exclude other operations).
-    fn take_doomed(&self) -> Option<Vec<Doomed>> {
-        if self.state.read().doomed.is_empty() {
-            return None;
+    /// One due release, if any. The common case, nothing retired, costs two loads; while
+    /// retired entries are still in use, a shared lock.
+    fn pop_doomed(&self) -> Option<Doomed> {
+        if !self.has_doomed.load(Ordering::Acquire) {
+            if !self.has_graveyard.load(Ordering::Acquire) {
+                return None;
+            }
+            if !self.state.read().graveyard.iter().any(Self::unused) {
+                return None;
+            }
         }
-        let batch = std::mem::take(&mut self.state.write().doomed);
-        (!batch.is_empty()).then_some(batch)
+        let mut st = self.state.write();
+        self.sweep(&mut st);
+        let d = st.doomed.pop();
+        if st.doomed.is_empty() {
+            self.has_doomed.store(false, Ordering::Release);
+        }
+        if st.graveyard.is_empty() {
+            self.has_graveyard.store(false, Ordering::Release);
+        }
+        d
     }
 
     /// Removes the entry of `ino`, if any, for good.
@@ -452,7 +487,7 @@ impl<F> HandlePool<F> {
         let mut st = self.state.write();
         if let Some(e) = st.map.remove(&ino) {
             st.stats.invalidated += 1;
-            self.retire(&mut st, &e);
+            self.retire(&mut st, e);
         }
         self.compact(&mut st);
     }
@@ -464,7 +499,7 @@ impl<F> HandlePool<F> {
         st.ring.clear();
         for e in entries {
             st.stats.invalidated += 1;
-            self.retire(&mut st, &e);
+            self.retire(&mut st, e);
         }
     }
 
@@ -484,24 +519,27 @@ impl<F: VirtualFs> HandlePool<F> {
     /// Reads through any pooled handle of `ino`, or through a new read-only one that is
     /// published after the read succeeded.
     pub async fn read(&self, ctx: &RequestCtx, ino: Ino, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let r = self.read_inner(ctx, ino, offset, size).await;
-        self.release_pending().await;
-        r.map_err(hide_ebadf)
-    }
-
-    async fn read_inner(&self, ctx: &RequestCtx, ino: Ino, offset: u64, size: u32) -> VfsResult<Bytes> {
-        if let Some(h) = self.get(ino) {
-            match self.fs.read(ctx, ino, h.fh(), offset, size).await {
+        let r = match self.get(ino) {
+            Some(h) => match self.fs.read(ctx, ino, h.fh(), offset, size).await {
                 // A write-only handle (pooled for a file we may not read) keeps its place;
                 // a readable one the backend refuses is dropped if still the same.
                 Err(VfsError::BadHandle) => {
                     if h.mode().can_read() {
                         self.remove_if_same(ino, h.entry.id);
                     }
+                    drop(h);
+                    self.read_private(ctx, ino, offset, size).await
                 }
-                other => return other,
-            }
-        }
+                other => other,
+            },
+            None => self.read_private(ctx, ino, offset, size).await,
+        };
+        self.settle().await;
+        r.map_err(hide_ebadf)
+    }
+
+    /// Reads through a new read-only handle, published once the read succeeded.
+    async fn read_private(&self, ctx: &RequestCtx, ino: Ino, offset: u64, size: u32) -> VfsResult<Bytes> {
         // No mode weaker than O_RDONLY can read: EACCES here is the answer.
         let private = self.open_private(ctx, ino, OpenFlags::RDONLY).await?;
         let data = self.fs.read(ctx, ino, private.fh(), offset, size).await?;
@@ -513,22 +551,25 @@ impl<F: VirtualFs> HandlePool<F> {
     /// answers `EBADF`), replaces it by a writable handle that is published only after
     /// this write succeeded through it.
     pub async fn write(&self, ctx: &RequestCtx, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        let r = self.write_inner(ctx, ino, offset, data).await;
-        self.release_pending().await;
-        r.map_err(hide_ebadf)
-    }
-
-    async fn write_inner(&self, ctx: &RequestCtx, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        if let Some(h) = self.get(ino) {
-            match self.fs.write(ctx, ino, h.fh(), offset, data).await {
+        let r = match self.get(ino) {
+            Some(h) => match self.fs.write(ctx, ino, h.fh(), offset, data).await {
                 Err(VfsError::BadHandle) => {
                     // Read-only (seed 003): drop it from the pool, but only if nobody has
                     // replaced it meanwhile; its readers keep it until they finish.
                     self.remove_if_same(ino, h.entry.id);
+                    drop(h);
+                    self.write_private(ctx, ino, offset, data).await
                 }
-                other => return other,
-            }
-        }
+                other => other,
+            },
+            None => self.write_private(ctx, ino, offset, data).await,
+        };
+        self.settle().await;
+        r.map_err(hide_ebadf)
+    }
+
+    /// Writes through a new writable handle, published only once the write succeeded.
+    async fn write_private(&self, ctx: &RequestCtx, ino: Ino, offset: u64, data: &[u8]) -> VfsResult<u32> {
         let private = match self.open_private(ctx, ino, OpenFlags::RDWR).await {
             Err(VfsError::Access) => self.open_private(ctx, ino, OpenFlags::WRONLY).await?,
             other => other?,
@@ -538,6 +579,13 @@ impl<F: VirtualFs> HandlePool<F> {
         let n = self.fs.write(ctx, ino, private.fh(), offset, data).await?;
         private.publish();
         Ok(n)
+    }
+
+    /// Performs the releases due, if any (the common case costs one load).
+    async fn settle(&self) {
+        if self.has_doomed.load(Ordering::Acquire) || self.has_graveyard.load(Ordering::Acquire) {
+            self.release_pending().await;
+        }
     }
 
     async fn open_private(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Private<'_, F>> {
@@ -574,13 +622,10 @@ impl<F: VirtualFs> HandlePool<F> {
 
     /// Releases the handles whose release is due (normally done by each operation).
     pub async fn release_pending(&self) {
-        // The queue is checked under the lock, not through an atomic "non-empty" flag: the
-        // shared read lock costs the same, and it keeps the check visible to loom.
-        while let Some(batch) = self.take_doomed() {
-            for d in batch {
-                if let Err(e) = self.fs.release(&d.ctx, d.ino, d.fh).await {
-                    tracing::debug!(ino = d.ino.0, fh = d.fh.0, error = %e, "handle pool: release failed");
-                }
+        // One at a time, so that no other drainer waits on a batch this one holds.
+        while let Some(d) = self.pop_doomed() {
+            if let Err(e) = self.fs.release(&d.ctx, d.ino, d.fh).await {
+                tracing::debug!(ino = d.ino.0, fh = d.fh.0, error = %e, "handle pool: release failed");
             }
         }
     }
