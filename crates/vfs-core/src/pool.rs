@@ -37,16 +37,17 @@
 //! on the same inode replaced it and released it under the first writer — the same silent
 //! loss. Here both are impossible by construction (invariants 1–3).
 //!
-//! Concurrency: the map, the clock ring and the release queue live behind one
-//! [`crate::sync::RwLock`] (a leaf lock: nothing else is locked under it, and it is never
-//! held across an `.await`); leases are taken under its read side. Every lock and atomic
+//! Concurrency: the map, the clock ring, the graveyard and the release queue live behind
+//! one [`crate::sync::RwLock`] (a leaf lock: nothing else is locked under it, and it is
+//! never held across an `.await`); leases are taken under its read side. Every lock and atomic
 //! comes from [`crate::sync`], so `RUSTFLAGS="--cfg loom"` model-checks this very code
 //! (`pool::loom_tests`).
 //!
-//! Releases are asynchronous ([`VirtualFs::release`]), so they are queued and performed at
-//! the end of the pool operation that queued them (or by the next one, if the future that
-//! queued them was dropped): dropping any pool future at any point leaks no handle, except
-//! a release that was already being awaited.
+//! Releases are asynchronous ([`VirtualFs::release`]), so they are queued under the lock
+//! and performed at the end of a pool operation: the one that made them due (evicted an
+//! idle entry, ended the last lease of a retired one, lost a publication race) or, if its
+//! future was dropped first, a later one. Dropping any pool future at any point leaks no
+//! handle, except a release that was already being awaited.
 //!
 //! Permissions: a pooled handle was opened with the credentials of the request that
 //! opened it and is reused for later requests on the same inode. A front end serving
