@@ -34,7 +34,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     if builder.preemption_bound.is_none() {
         // The bugs these models exist for (a release under a user, a publish before the
         // write) need at most two preemptions; the bound keeps a run to seconds. For a
-        // deeper search: LOOM_MAX_PREEMPTIONS=3 (about 30 s of CPU).
+        // deeper search: LOOM_MAX_PREEMPTIONS=3 (about 2 minutes of CPU).
         builder.preemption_bound = Some(2);
     }
     builder.check(f);
