@@ -214,14 +214,12 @@ fn benches(c: &mut Criterion) {
     now(bench.pool.release_all());
 }
 
-/// `HANDLE_POOL_IR=<scenario> HANDLE_POOL_N=<n>`: runs one scenario `n` times and exits,
-/// for `valgrind --tool=callgrind` (see `benches/handle_pool_ir.sh`).
+#[path = "common/ir.rs"]
+mod ir;
+
+/// In IR mode (`scripts/bench-ir`) runs one scenario `n` times and exits.
 fn main() {
-    if let Ok(scenario) = std::env::var("HANDLE_POOL_IR") {
-        let n: u64 = std::env::var("HANDLE_POOL_N")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+    if let Some((scenario, n)) = ir::mode() {
         let bench = setup();
         for i in 0..n {
             bench.run(black_box(&scenario), i % KEYS);
