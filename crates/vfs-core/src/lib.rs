@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod invalidate;
 #[cfg(target_os = "linux")]
 pub mod localfs;
 pub mod lock_order;
@@ -20,6 +21,7 @@ pub mod types;
 pub mod vfs;
 
 pub use error::{Errno, VfsError, VfsResult};
+pub use invalidate::{Invalidator, NoInvalidator};
 pub use types::*;
 pub use vfs::{InodeStability, VirtualFs, access_mask, check_access, check_xattr};
 
