@@ -106,8 +106,10 @@ fn main() {
     let Some(mountpoint) = std::env::args_os().nth(1) else {
         common::fail("usage: hello MOUNTPOINT")
     };
-    let mut opts = vfs_fuse::MountOptions::default();
-    opts.read_only = true;
+    let opts = vfs_fuse::MountOptions {
+        read_only: true,
+        ..vfs_fuse::MountOptions::default()
+    };
     let mount = vfs_fuse::mount(Arc::new(Hello), &mountpoint, &opts).unwrap_or_else(|e| common::fail(e));
     eprintln!("hello: mounted on {} (Ctrl-C to unmount)", mount.mountpoint().display());
     let why = common::wait_for_stop(&mount);

@@ -75,17 +75,20 @@ fn serve<F: VirtualFs>(fs: Arc<F>, what: &str, args: &Args, opts: &MountOptions)
 fn main() {
     common::init_logging();
     let args = Args::parse();
-    let mut opts = MountOptions::default();
-    opts.allow_other = args.allow_other;
-    opts.passthrough = args.passthrough;
-    opts.attr_ttl = secs(args.attr_ttl, "attr-ttl");
-    opts.entry_ttl = secs(args.entry_ttl, "entry-ttl");
-    opts.negative_ttl = secs(args.negative_ttl, "negative-ttl");
-    opts.session_threads = args.session_threads;
-    opts.dispatch = match args.dispatch.as_str() {
+    let dispatch = match args.dispatch.as_str() {
         "threads" => Dispatch::Threads,
         "spawn" => Dispatch::Spawn,
         other => common::fail(format!("--dispatch must be threads or spawn, not {other:?}")),
+    };
+    let opts = MountOptions {
+        allow_other: args.allow_other,
+        passthrough: args.passthrough,
+        attr_ttl: secs(args.attr_ttl, "attr-ttl"),
+        entry_ttl: secs(args.entry_ttl, "entry-ttl"),
+        negative_ttl: secs(args.negative_ttl, "negative-ttl"),
+        session_threads: args.session_threads,
+        dispatch,
+        ..MountOptions::default()
     };
     match &args.local {
         Some(dir) => {

@@ -25,7 +25,6 @@ pub enum Dispatch {
 /// Everything about a mount that is not the backend. `MountOptions::default()` gives the
 /// safe defaults; set fields to change them.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct MountOptions {
     /// Let users other than the one who mounted enter the filesystem (`allow_other`).
     /// Needed when a service runs as its own user (PostgreSQL) or for permission tests.
