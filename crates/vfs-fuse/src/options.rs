@@ -58,8 +58,9 @@ pub struct MountOptions {
     /// How requests are run. Default: [`Dispatch::Threads`].
     pub dispatch: Dispatch,
     /// Session threads reading `/dev/fuse` (each with its own cloned descriptor).
-    /// Default: 8 with [`Dispatch::Threads`] (a thread per request in flight), 2 with
-    /// [`Dispatch::Spawn`].
+    /// Default with [`Dispatch::Threads`]: the number of CPUs, at least 2 and at most 8
+    /// (each thread carries one request at a time; more threads than CPUs measured slower
+    /// for one client, doc/BENCHMARKS.md). With [`Dispatch::Spawn`]: 2.
     pub session_threads: Option<usize>,
     /// Worker threads of the tokio runtime the backend runs on. Default: the number of
     /// CPUs.
@@ -90,7 +91,7 @@ impl MountOptions {
     pub fn effective_session_threads(&self) -> usize {
         self.session_threads
             .unwrap_or(match self.dispatch {
-                Dispatch::Threads => 8,
+                Dispatch::Threads => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
                 Dispatch::Spawn => 2,
             })
             .max(1)
@@ -137,7 +138,7 @@ mod tests {
         let c = o.fuser_config("x");
         assert!(c.mount_options.contains(&fuser::MountOption::DefaultPermissions));
         assert_eq!(c.acl, fuser::SessionACL::Owner);
-        assert_eq!(c.n_threads, Some(8));
+        assert!((2..=8).contains(&c.n_threads.unwrap_or(0)));
     }
 
     #[test]
