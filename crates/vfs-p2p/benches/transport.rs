@@ -1,0 +1,2 @@
+//! Transport throughput benchmark (filled in by the next commit).
+fn main() {}
