@@ -9,12 +9,14 @@
 //! Start with [`VirtualFs`], then the reference backend [`memfs::MemFs`].
 #![warn(missing_docs)]
 
+pub mod barrier;
 pub mod error;
 #[cfg(target_os = "linux")]
 pub mod localfs;
 pub mod lock_order;
 pub mod memfs;
 pub mod meta;
+pub mod notify;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
