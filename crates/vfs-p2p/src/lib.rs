@@ -15,10 +15,13 @@
 //! - [`wire`]: versioned frames (requests, replies, data chunks, notifications) and
 //!   reassembly of payloads split into chunks.
 //! - [`mux`]: the writer that puts control frames ahead of bulk chunks.
+//! - [`rpc`]: calls matched to replies with bounded waits, the serving loop, and
+//!   closing a link on the first bad frame.
 #![warn(missing_docs)]
 
 pub mod identity;
 pub mod mux;
+pub mod rpc;
 pub mod transport;
 pub mod wire;
 
