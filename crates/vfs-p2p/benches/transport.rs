@@ -4,7 +4,7 @@
 //! in the same run.
 //!
 //! ```sh
-//! cargo bench -p vfs-p2p --bench transport -- [--mib 1024] [--reps 5]
+//! cargo bench -p vfs-p2p --bench transport -- [--mib 1024] [--reps 5] [--only NAME]
 //! ```
 //!
 //! Candidates:
@@ -245,11 +245,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mut mib = 1024usize;
     let mut reps = 5usize;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mib" => mib = args.next().and_then(|v| v.parse().ok()).expect("--mib N"),
             "--reps" => reps = args.next().and_then(|v| v.parse().ok()).expect("--reps N"),
+            "--only" => only = args.next(),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -305,6 +307,13 @@ fn main() {
             }),
         ),
     ];
+    // `--only TEXT` keeps raw TCP (the reference) and the candidates whose name contains TEXT.
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (name, _))| *i == 0 || only.as_deref().is_none_or(|o| name.contains(o)))
+        .map(|(_, c)| c)
+        .collect();
     // Interleave repetitions so that a noisy moment hurts every candidate alike.
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..reps {
