@@ -283,7 +283,7 @@ mod tests {
         }
         assert_eq!(done.len(), 2);
         assert_eq!(done[0].0, 2);
-        assert_eq!(done[1], (1, data));
+        assert_eq!(done[1], (1, crate::wire::Payload::from_bytes(data)));
     }
 
     #[tokio::test]

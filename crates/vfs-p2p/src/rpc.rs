@@ -25,7 +25,7 @@ use vfs_core::{Errno, RequestCtx, VfsError, VfsResult};
 use crate::identity::PublicKey;
 use crate::mux::{Outbox, run_writer};
 use crate::transport::{FrameRx, FrameTx, Link, TransportError};
-use crate::wire::{Frame, Message, Op, Reassembler, ReassemblyLimits, Reply, Request, WireChange, WireError};
+use crate::wire::{Frame, Message, Op, Payload, Reassembler, ReassemblyLimits, Reply, Request, WireChange, WireError};
 
 /// Timeouts and limits of a link.
 #[derive(Clone, Debug)]
@@ -120,7 +120,7 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         peer: PublicKey,
         req: Request,
-        body: Bytes,
+        body: Payload,
     ) -> impl Future<Output = Result<(Reply, Bytes), Errno>> + Send;
 }
 
@@ -244,7 +244,7 @@ async fn send_reply(outbox: &Outbox, id: u64, result: Result<(Reply, Bytes), Err
 // ---------------------------------------------------------------------------------------
 // Client side
 
-type Waiter = oneshot::Sender<VfsResult<(Reply, Bytes)>>;
+type Waiter = oneshot::Sender<VfsResult<(Reply, Payload)>>;
 
 /// The calling side of a link: sends requests, matches replies, hands notifications on.
 pub struct RpcClient {
@@ -309,7 +309,7 @@ impl RpcClient {
 
     /// Calls `op` with payload `body` as `ctx`: the reply and its payload, the peer's
     /// errno, or `EIO` if the link is down or the peer did not answer in time.
-    pub async fn call(&self, ctx: RequestCtx, op: Op, body: Bytes) -> VfsResult<(Reply, Bytes)> {
+    pub async fn call(&self, ctx: RequestCtx, op: Op, body: Bytes) -> VfsResult<(Reply, Payload)> {
         if self.is_dead() {
             return Err(link_down());
         }

@@ -16,7 +16,12 @@ use crate::transport::{Listener, Transport};
 struct TestHandler;
 
 impl Handler for TestHandler {
-    async fn handle(&self, _peer: PublicKey, req: Request, body: Bytes) -> Result<(Reply, Bytes), Errno> {
+    async fn handle(
+        &self,
+        _peer: PublicKey,
+        req: Request,
+        body: crate::wire::Payload,
+    ) -> Result<(Reply, Bytes), Errno> {
         match req.op {
             Op::Read { offset, size, .. } => Ok((
                 Reply::Bytes { len: size },
@@ -103,7 +108,7 @@ async fn concurrent_calls_get_their_own_replies() {
                 .unwrap();
             assert_eq!(reply, Reply::Bytes { len: size });
             assert_eq!(body.len(), size as usize);
-            assert!(body.iter().all(|&b| b == i as u8));
+            assert!(body.chunks().iter().flatten().all(|&b| b == i as u8));
             let data = Bytes::from(vec![1u8; (i as usize * 50_000) % (2 << 20)]);
             let len = data.len() as u32;
             let (reply, _) = client

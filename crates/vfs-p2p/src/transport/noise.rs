@@ -465,8 +465,13 @@ impl Sealer {
         if buf.len() < 2 + len {
             return Ok(None);
         }
-        let mut rec = buf.split_to(2 + len);
-        rec.advance(2);
+        // The record is copied out of the receive buffer (into a frame-sized allocation,
+        // which the allocator recycles) instead of split off it: split-off frames that
+        // are kept (payload chunks awaiting the rest of their message) would pin the
+        // receive buffer and force a fresh one, page faults included, every 256 KiB.
+        let mut rec = BytesMut::with_capacity(len);
+        rec.extend_from_slice(buf.get(2..2 + len).unwrap_or_default());
+        buf.advance(2 + len);
         let nonce = self.next_nonce()?;
         let plain = self
             .key

@@ -44,7 +44,7 @@ use vfs_core::{
     Attr, DirEntry, DirEntryPlus, Errno, FileType, Ino, PATH_MAX, RequestCtx, SetAttr, SetTime, StatFs, Timestamp,
 };
 
-pub use reassemble::{Message, Reassembler, ReassemblyLimits};
+pub use reassemble::{Message, Payload, Reassembler, ReassemblyLimits};
 
 use crate::transport::MAX_FRAME;
 

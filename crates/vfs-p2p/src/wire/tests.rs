@@ -315,7 +315,7 @@ proptest! {
             match r.push(frame) {
                 Ok(Some(Message::Reply { id, result: Ok(Reply::Bytes { len }), body })) => {
                     prop_assert_eq!(body.len(), len as usize);
-                    prop_assert!(body.iter().all(|&b| b == id as u8));
+                    prop_assert!(body.chunks().iter().flatten().all(|&b| b == id as u8));
                 }
                 Ok(_) => {}
                 Err(_) => break,
@@ -478,6 +478,29 @@ fn reassembler_rejects_out_of_sequence_and_over_budget() {
     let done = r.push(data(1, 6)).unwrap().unwrap();
     assert!(matches!(done, Message::Reply { id: 1, ref body, .. } if body.len() == 10));
     assert_eq!(r.declared_bytes(), 0);
+}
+
+proptest! {
+    /// `Payload::slice` and `into_bytes` agree with slicing the concatenation, however
+    /// the payload was chunked.
+    #[test]
+    fn payload_slices_match_the_concatenation(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..6),
+        offset in 0usize..300,
+        len in 0usize..300,
+    ) {
+        let mut r = Reassembler::new(ReassemblyLimits::default());
+        let all: Vec<u8> = chunks.concat();
+        let head = Frame::Reply { id: 1, result: Ok(Reply::Bytes { len: all.len() as u32 }) };
+        let mut msg = r.push(head).unwrap();
+        for c in chunks.iter().filter(|c| !c.is_empty()) {
+            msg = r.push(Frame::Data { id: 1, bytes: Bytes::from(c.clone()) }).unwrap();
+        }
+        let Some(Message::Reply { body, .. }) = msg else { panic!("message must complete") };
+        let (a, b) = (offset.min(all.len()), (offset + len).min(all.len()));
+        prop_assert_eq!(&body.slice(offset, len)[..], &all[a..b]);
+        prop_assert_eq!(&body.into_bytes()[..], &all[..]);
+    }
 }
 
 #[test]
