@@ -13,9 +13,11 @@
 //! Why the records are sealed here and not by `snow`'s transport state: snow copies each
 //! payload into a separate output buffer before sealing, and its ring resolver seals a
 //! copy again; sealing in place in the send buffer with ring's AEAD (keys from the
-//! handshake's split) saves two copies of every byte, which is what keeps the link near
-//! raw TCP speed (doc/BENCHMARKS.md). The handshake itself, where the subtle parts of
-//! Noise live, is entirely snow's.
+//! handshake's split) saves those copies, which is what keeps the link near raw TCP speed
+//! (doc/BENCHMARKS.md). On the receiving side each record is copied once out of a reused
+//! receive buffer and opened in place in its own frame-sized allocation, so frames that
+//! are kept (payload chunks, cached blocks) hold exactly their own memory. The handshake
+//! itself, where the subtle parts of Noise live, is entirely snow's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
