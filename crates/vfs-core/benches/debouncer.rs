@@ -14,11 +14,8 @@
 //!
 //! Run: `cargo bench -p vfs-core --bench debouncer -- --warm-up-time 1 --measurement-time 3`
 //!
-//! Instruction counts (repeatable on a noisy machine): with `DEBOUNCER_ITERS=N` set, the
-//! binary runs `DebounceState::apply` and the `HashMap` reference N times each (1,024 hot
-//! keys) in their own `#[inline(never)]` functions and exits; measure each with
-//! `valgrind --tool=callgrind --toggle-collect=debouncer::ir_state_apply` (or
-//! `ir_hashmap_insert`).
+//! Instruction counts (repeatable on a noisy machine): `scripts/bench-ir` runs each
+//! scenario of this binary under callgrind (`VFS_IR=<scenario>`, see `benches/common/ir.rs`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -251,11 +248,17 @@ fn ir_hashmap_insert(keys: &[String], n: u64) {
     black_box(m.len());
 }
 
+#[path = "common/ir.rs"]
+mod ir;
+
 fn main() {
-    if let Some(n) = std::env::var("DEBOUNCER_ITERS").ok().and_then(|v| v.parse().ok()) {
+    if let Some((scenario, n)) = ir::mode() {
         let keys: Vec<String> = (0..1024).map(path).collect();
-        ir_state_apply(&keys, n);
-        ir_hashmap_insert(&keys, n);
+        match scenario.as_str() {
+            "state_apply" => ir_state_apply(&keys, n),
+            "hashmap_insert" => ir_hashmap_insert(&keys, n),
+            _ => {}
+        }
         return;
     }
     memory_report();

@@ -7,13 +7,11 @@
 //! Run: `cargo bench -p vfs-core --bench meta_table`. The ratio MetaTable / DashMap is
 //! what `doc/BENCHMARKS.md` reports.
 
-#![allow(missing_docs)] // criterion_group! generates an undocumented function
-
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use dashmap::DashMap;
 use vfs_core::lock_order::{Locked, Unlocked};
 use vfs_core::meta::MetaTable;
@@ -152,16 +150,42 @@ fn bench(c: &mut Criterion) {
         for (op, write) in [("read", false), ("update", true)] {
             let mut g = c.benchmark_group(format!("{op}/{threads}t"));
             g.bench_function("dashmap", |b| b.iter_custom(|iters| run(&dm, threads, iters, write)));
-            g.bench_function("dashmap_fxhash", |b| b.iter_custom(|iters| run(&fx, threads, iters, write)));
+            g.bench_function("dashmap_fxhash", |b| {
+                b.iter_custom(|iters| run(&fx, threads, iters, write))
+            });
             g.bench_function("meta_table", |b| b.iter_custom(|iters| run(&mt, threads, iters, write)));
             g.finish();
         }
     }
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = bench
+#[path = "common/ir.rs"]
+mod ir;
+
+fn main() {
+    if let Some((scenario, n)) = ir::mode() {
+        let (mt, dm, fx) = (meta_table(), dash_map(), fx_dash_map());
+        let mut k = 0;
+        let mut acc = 0u64;
+        for _ in 0..n {
+            k = next(k);
+            match scenario.as_str() {
+                "read/meta_table" => acc = acc.wrapping_add(Table::read(&*mt, k)),
+                "read/dashmap" => acc = acc.wrapping_add(Table::read(&*dm, k)),
+                "read/dashmap_fx" => acc = acc.wrapping_add(Table::read(&*fx, k)),
+                "update/meta_table" => Table::update(&*mt, k),
+                "update/dashmap" => Table::update(&*dm, k),
+                "update/dashmap_fx" => Table::update(&*fx, k),
+                _ => {}
+            }
+        }
+        black_box(acc);
+        return;
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    bench(&mut c);
+    c.final_summary();
 }
-criterion_main!(benches);

@@ -10,10 +10,8 @@
 //!
 //! Run: `cargo bench -p vfs-core --bench op_barrier -- --warm-up-time 1 --measurement-time 3`
 //!
-//! Instruction counts (repeatable on a noisy machine): with `OP_BARRIER_ITERS=N` set, the
-//! binary runs each operation N times in its own `#[inline(never)]` loop and exits, so
-//! `valgrind --tool=callgrind` + `callgrind_annotate --inclusive=yes` gives instructions
-//! per operation (see `doc/BENCHMARKS.md`).
+//! Instruction counts (repeatable on a noisy machine): `scripts/bench-ir` runs each
+//! scenario of this binary under callgrind (`VFS_IR=<scenario>`, see `benches/common/ir.rs`).
 
 use std::hint::black_box;
 
@@ -119,14 +117,20 @@ fn ir_dashmap_get(map: &DashMap<Ino, Entry>, n: u64) {
     }
 }
 
+#[path = "common/ir.rs"]
+mod ir;
+
 fn main() {
-    if let Some(n) = std::env::var("OP_BARRIER_ITERS").ok().and_then(|v| v.parse().ok()) {
+    if let Some((scenario, n)) = ir::mode() {
         let b = OpBarrier::new();
         let map: DashMap<Ino, Entry> = DashMap::new();
-        ir_write_ticket(&b, n);
-        ir_dashmap_entry_remove(&map, n);
-        ir_read_nothing_pending(&b, n);
-        ir_dashmap_get(&map, n);
+        match scenario.as_str() {
+            "write_ticket" => ir_write_ticket(&b, n),
+            "dashmap_entry_remove" => ir_dashmap_entry_remove(&map, n),
+            "read_nothing_pending" => ir_read_nothing_pending(&b, n),
+            "dashmap_get" => ir_dashmap_get(&map, n),
+            _ => {}
+        }
         return;
     }
     let mut c = Criterion::default().configure_from_args();

@@ -231,7 +231,7 @@ impl OpBarrier {
                 // Reached, or no entry: an entry is only removed when nothing is pending.
                 _ => return map,
             }
-            shard.cond.wait(&mut map);
+            map = shard.cond.wait(map);
             if let Some(ops) = map.get_mut(&ino) {
                 ops.blocked -= 1;
             }

@@ -11,12 +11,14 @@
 
 pub mod barrier;
 pub mod error;
+pub mod fh;
 #[cfg(target_os = "linux")]
 pub mod localfs;
 pub mod lock_order;
 pub mod memfs;
 pub mod meta;
 pub mod notify;
+pub mod pool;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;

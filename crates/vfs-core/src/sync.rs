@@ -92,13 +92,16 @@ mod imp {
         pub const fn new() -> Self {
             Self(parking_lot::Condvar::new())
         }
-        /// Releases the guard's lock, waits for a notification, re-takes the lock.
-        pub fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-            self.0.wait(guard);
+        /// Releases the guard's lock, waits for a notification, re-takes the lock and
+        /// returns the guard (by value, as loom's condvar needs).
+        pub fn wait<'a, T>(&self, mut guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(&mut guard);
+            guard
         }
-        /// Like [`Condvar::wait`] with a timeout; returns `true` if it timed out.
-        pub fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, timeout: Duration) -> bool {
-            self.0.wait_for(guard, timeout).timed_out()
+        /// Like [`Condvar::wait`] with a timeout; the flag is `true` if it timed out.
+        pub fn wait_for<'a, T>(&self, mut guard: MutexGuard<'a, T>, timeout: Duration) -> (MutexGuard<'a, T>, bool) {
+            let timed_out = self.0.wait_for(&mut guard, timeout).timed_out();
+            (guard, timed_out)
         }
         /// Wakes one waiter.
         pub fn notify_one(&self) {
@@ -175,18 +178,15 @@ mod imp {
         pub fn new() -> Self {
             Self(loom::sync::Condvar::new())
         }
-        /// Releases the guard's lock, waits for a notification, re-takes the lock.
-        ///
-        /// loom's condvar consumes and returns the guard; this keeps the production
-        /// signature by swapping the guard through a temporary.
-        pub fn wait<'a, T>(&self, guard: &mut MutexGuard<'a, T>) {
-            take_mut(guard, |g| self.0.wait(g).unwrap_or_else(|e| e.into_inner()));
+        /// Releases the guard's lock, waits for a notification, re-takes the lock and
+        /// returns the guard.
+        pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
         }
         /// Like [`Condvar::wait`]; loom has no clock, so this is a plain wait that
         /// reports no timeout.
-        pub fn wait_for<'a, T>(&self, guard: &mut MutexGuard<'a, T>, _timeout: Duration) -> bool {
-            self.wait(guard);
-            false
+        pub fn wait_for<'a, T>(&self, guard: MutexGuard<'a, T>, _timeout: Duration) -> (MutexGuard<'a, T>, bool) {
+            (self.wait(guard), false)
         }
         /// Wakes one waiter.
         pub fn notify_one(&self) {
@@ -196,28 +196,6 @@ mod imp {
         pub fn notify_all(&self) {
             self.0.notify_all();
         }
-    }
-
-    /// Replaces `*slot` with `f(old)`; aborts if `f` panics (the slot would otherwise
-    /// hold a moved-out guard).
-    fn take_mut<T>(slot: &mut T, f: impl FnOnce(T) -> T) {
-        struct Abort;
-        impl Drop for Abort {
-            fn drop(&mut self) {
-                std::process::abort();
-            }
-        }
-        let bomb = Abort;
-        // SAFETY: `slot` is a valid, initialized `&mut T`. We move the value out with
-        // `ptr::read`, and before anyone can observe the slot again we write the value
-        // returned by `f` back with `ptr::write`. If `f` panics the `Abort` guard
-        // terminates the process, so the moved-out value is never dropped twice.
-        unsafe {
-            let old = std::ptr::read(slot);
-            let new = f(old);
-            std::ptr::write(slot, new);
-        }
-        std::mem::forget(bomb);
     }
 }
 

@@ -314,7 +314,7 @@ mod tests {
         d.insert("a".into(), Ino(4), FileType::Regular);
         assert_eq!(d.get("a".as_ref()).unwrap().seq, a);
         assert_eq!(d.order.len(), 2);
-        assert!(d.order.keys().all(|&k| k >= FIRST_SEQ && k < 1 << 62));
+        assert!(d.order.keys().all(|k| (FIRST_SEQ..1 << 62).contains(k)));
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl<T> Sender<T> {
                     break;
                 }
                 st.blocked_senders += 1;
-                self.shared.not_full.wait(&mut st);
+                st = self.shared.not_full.wait(st);
                 st.blocked_senders -= 1;
             }
             st.buf.push_back(item);
@@ -402,9 +402,13 @@ impl<T> Receiver<T> {
                 }
                 st.blocked_receiver = true;
                 let timed_out = match timeout {
-                    Some(t) => self.shared.not_empty.wait_for(&mut st, t),
+                    Some(t) => {
+                        let (g, timed_out) = self.shared.not_empty.wait_for(st, t);
+                        st = g;
+                        timed_out
+                    }
                     None => {
-                        self.shared.not_empty.wait(&mut st);
+                        st = self.shared.not_empty.wait(st);
                         false
                     }
                 };
