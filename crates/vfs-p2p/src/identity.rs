@@ -246,6 +246,11 @@ fn sextet(c: u8) -> Option<u8> {
     }
 }
 
+/// The character starting at byte `i` of `text` (for the error message), never panicking.
+fn bad_char(text: &str, i: usize) -> char {
+    text.get(i..).and_then(|t| t.chars().next()).unwrap_or('?')
+}
+
 /// Decodes the canonical unpadded base64url spelling of a 32-byte key. Never panics.
 pub fn decode_key(text: &str) -> Result<[u8; KEY_LEN], KeyParseError> {
     let t = text.as_bytes();
@@ -257,7 +262,7 @@ pub fn decode_key(text: &str) -> Result<[u8; KEY_LEN], KeyParseError> {
     let mut out = [0u8; KEY_LEN];
     let mut n = 0usize;
     for (i, &c) in t.iter().enumerate() {
-        let v = sextet(c).ok_or_else(|| KeyParseError::Character(text[i..].chars().next().unwrap_or('?')))?;
+        let v = sextet(c).ok_or_else(|| KeyParseError::Character(bad_char(text, i)))?;
         acc = (acc << 6) | u32::from(v);
         bits += 6;
         if bits >= 8 {
