@@ -36,6 +36,9 @@ struct Args {
     /// Hand open files' host descriptors to the kernel (FUSE passthrough; --local only).
     #[arg(long)]
     passthrough: bool,
+    /// Let the kernel cache writes and send them in batches (FUSE writeback cache).
+    #[arg(long)]
+    writeback_cache: bool,
     /// How requests run: `threads` (session threads drive each request) or `spawn`
     /// (each request is a task on the runtime).
     #[arg(long, default_value = "threads")]
@@ -83,6 +86,7 @@ fn main() {
     let opts = MountOptions {
         allow_other: args.allow_other,
         passthrough: args.passthrough,
+        writeback_cache: args.writeback_cache,
         attr_ttl: secs(args.attr_ttl, "attr-ttl"),
         entry_ttl: secs(args.entry_ttl, "entry-ttl"),
         negative_ttl: secs(args.negative_ttl, "negative-ttl"),

@@ -61,6 +61,7 @@ pub(crate) struct FuseAdapter<F> {
     dispatch: Dispatch,
     ttl: Ttls,
     keep_cache: bool,
+    writeback_cache: bool,
     /// Passthrough was asked for and the kernel has not refused it (yet).
     passthrough: Arc<AtomicBool>,
     backing: Arc<Mutex<Backing>>,
@@ -100,6 +101,7 @@ impl<F: VirtualFs> FuseAdapter<F> {
                 negative: opts.negative_ttl,
             },
             keep_cache: opts.keep_cache,
+            writeback_cache: opts.writeback_cache,
             passthrough: Arc::new(AtomicBool::new(opts.passthrough)),
             backing: Arc::new(Mutex::new(Backing::default())),
         }
@@ -202,6 +204,13 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         let caps = config.capabilities();
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_AUTO_INVAL_DATA | InitFlags::FUSE_ASYNC_DIO;
         let _ = config.add_capabilities(wanted & caps);
+        if self.writeback_cache {
+            if caps.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
+                let _ = config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE);
+            } else {
+                debug!("the kernel does not offer the writeback cache; writes go through");
+            }
+        }
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = caps.contains(InitFlags::FUSE_PASSTHROUGH)
                 && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()

@@ -46,6 +46,12 @@ pub struct MountOptions {
     /// data never changes behind the kernel's back, or which invalidate when it does.
     /// Default: off.
     pub keep_cache: bool,
+    /// Let the kernel cache writes and send them in large batches (`FUSE_WRITEBACK_CACHE`):
+    /// much faster sequential writes; the kernel owns the size and mtime of a file while it
+    /// has dirty pages, and a write error surfaces at `fsync`/`close` instead of at
+    /// `write`. Only for backends nothing else writes to behind the kernel's back.
+    /// Default: off.
+    pub writeback_cache: bool,
     /// Hand the kernel the backend's own descriptor of each open regular file, when the
     /// backend has one (`VirtualFs::passthrough_fd`, e.g. `LocalFs`), so reads and writes
     /// go from the kernel straight to the host file (FUSE passthrough, Linux 6.9+, needs
@@ -76,6 +82,7 @@ impl Default for MountOptions {
             entry_ttl: Duration::from_secs(1),
             negative_ttl: Duration::ZERO,
             keep_cache: false,
+            writeback_cache: false,
             passthrough: false,
             read_only: false,
             fsname: None,
@@ -134,7 +141,7 @@ mod tests {
         assert!(o.default_permissions);
         assert!(!o.allow_other);
         assert_eq!(o.negative_ttl, Duration::ZERO);
-        assert!(!o.keep_cache && !o.passthrough && !o.read_only);
+        assert!(!o.keep_cache && !o.writeback_cache && !o.passthrough && !o.read_only);
         let c = o.fuser_config("x");
         assert!(c.mount_options.contains(&fuser::MountOption::DefaultPermissions));
         assert_eq!(c.acl, fuser::SessionACL::Owner);
