@@ -30,6 +30,12 @@
 //!    algorithm evicts, preferring entries that are neither recently used nor in use. An
 //!    evicted entry that is in use is released by its last user.
 //!
+//! Held handles ([`HandlePool::open_held`], [`HandlePool::adopt`]) are the one way to
+//! keep a handle for longer than an operation (the P2P exporter holds one per file a peer
+//! has open, so that an unlinked file stays readable, as POSIX wants): they never enter
+//! the map, so none of the rules above can release them, and they are released through
+//! the same queue, once, when their holder closes or drops them.
+//!
 //! Why: seed 003 (hf-mount PR #178). A READ pooled a read-only handle; the next WRITE
 //! used it, got `EBADF`, and the server mapped that to `NFS3ERR_STALE`; macOS then
 //! silently dropped the client's buffered writes. The first fix attempt inserted the new
@@ -222,6 +228,66 @@ impl<F: VirtualFs> PooledHandle<'_, F> {
         let pool = self.pool;
         drop(self);
         pool.release_pending().await;
+    }
+}
+
+/// A handle held by one caller for as long as it likes, outside the pool's map (see
+/// [`HandlePool::open_held`]). Closing or dropping it releases the handle through the
+/// pool's release queue, so it is released exactly once, by [`HeldHandle::close`] or
+/// by the pool's next operation.
+pub struct HeldHandle<F> {
+    pool: StdArc<HandlePool<F>>,
+    handle: Option<Doomed>,
+    flags: OpenFlags,
+}
+
+impl<F> fmt::Debug for HeldHandle<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldHandle")
+            .field("handle", &self.handle)
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+impl<F> HeldHandle<F> {
+    /// The backend handle, valid while this lives.
+    pub fn fh(&self) -> Fh {
+        self.handle.map_or(Fh(u64::MAX), |d| d.fh)
+    }
+    /// The inode.
+    pub fn ino(&self) -> Ino {
+        self.handle.map_or(Ino(0), |d| d.ino)
+    }
+    /// The flags it was opened with.
+    pub fn flags(&self) -> OpenFlags {
+        self.flags
+    }
+    /// Its access mode.
+    pub fn mode(&self) -> AccessMode {
+        self.flags.access()
+    }
+}
+
+impl<F: VirtualFs> HeldHandle<F> {
+    /// Releases the handle now.
+    pub async fn close(mut self) {
+        if let Some(d) = self.handle.take() {
+            {
+                let mut st = self.pool.state.write();
+                self.pool.doom(&mut st, d);
+            }
+            self.pool.release_pending().await;
+        }
+    }
+}
+
+impl<F> Drop for HeldHandle<F> {
+    fn drop(&mut self) {
+        if let Some(d) = self.handle.take() {
+            let mut st = self.pool.state.write();
+            self.pool.doom(&mut st, d);
+        }
     }
 }
 
@@ -616,6 +682,27 @@ impl<F: VirtualFs> HandlePool<F> {
         self.fs.fsync(ctx, ino, private.fh(), datasync).await?;
         private.publish();
         Ok(())
+    }
+
+    /// Opens `ino` with `flags` for a caller that keeps the handle for a while (the P2P
+    /// exporter, for each file a peer has open): the backend checks the caller's access
+    /// and applies `O_TRUNC` as in any `open`. The handle is never published: it belongs
+    /// to the returned [`HeldHandle`] alone, so no eviction or upgrade can release it
+    /// under its holder, and it keeps an unlinked file alive until the holder lets go.
+    pub async fn open_held(self: &StdArc<Self>, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<HeldHandle<F>> {
+        let fh = self.fs.open(ctx, ino, flags).await?;
+        Ok(self.adopt(ctx, ino, fh, flags))
+    }
+
+    /// Takes charge of `fh`, a handle of `ino` the caller opened (e.g. the one `create`
+    /// returned) with `flags`: it is released through this pool when the returned
+    /// [`HeldHandle`] is closed or dropped.
+    pub fn adopt(self: &StdArc<Self>, ctx: &RequestCtx, ino: Ino, fh: Fh, flags: OpenFlags) -> HeldHandle<F> {
+        HeldHandle {
+            pool: StdArc::clone(self),
+            handle: Some(Doomed { ino, fh, ctx: *ctx }),
+            flags,
+        }
     }
 
     /// Performs the releases due, if any (the common case costs one load).

@@ -472,3 +472,29 @@ fn lockstep_interleaves() {
     lockstep(vec![Box::pin(step(1)), Box::pin(step(2))]);
     assert_eq!(*log.lock().unwrap(), vec![1, 2, 1, 2]);
 }
+
+/// A held handle is the caller's alone: not pooled, not evicted, released once when
+/// closed or dropped (then by the pool's next operation).
+#[test]
+fn held_handles_are_private_and_released_once() {
+    let fs = StdArc::new(TestFs::new());
+    fs.add_file(FILE, b"data");
+    let pool = StdArc::new(HandlePool::new(StdArc::clone(&fs), 1));
+    let held = block_on(pool.open_held(&ROOT, FILE, OpenFlags::RDWR)).unwrap();
+    assert_eq!(held.mode(), AccessMode::ReadWrite);
+    assert!(pool.is_empty(), "a held handle is not published");
+    assert_eq!(errno(block_on(fs.write(&ROOT, FILE, held.fh(), 0, b"D"))), Ok(1));
+    block_on(pool.trim(0));
+    assert_eq!(fs.released(), 0, "trimming the pool does not touch a held handle");
+    block_on(held.close());
+    assert_eq!(fs.released(), 1);
+    let dropped = block_on(pool.open_held(&ROOT, FILE, OpenFlags::RDONLY)).unwrap();
+    drop(dropped);
+    block_on(pool.release_pending());
+    assert_eq!(fs.released(), 2);
+    assert_eq!(
+        errno(block_on(pool.open_held(&ROOT, Ino(99), OpenFlags::RDONLY))).map(|_| ()),
+        Err(Errno::ENOENT)
+    );
+    assert_clean(&fs, &pool);
+}
