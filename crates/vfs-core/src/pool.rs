@@ -689,7 +689,12 @@ impl<F: VirtualFs> HandlePool<F> {
     /// and applies `O_TRUNC` as in any `open`. The handle is never published: it belongs
     /// to the returned [`HeldHandle`] alone, so no eviction or upgrade can release it
     /// under its holder, and it keeps an unlinked file alive until the holder lets go.
-    pub async fn open_held(self: &StdArc<Self>, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<HeldHandle<F>> {
+    pub async fn open_held(
+        self: &StdArc<Self>,
+        ctx: &RequestCtx,
+        ino: Ino,
+        flags: OpenFlags,
+    ) -> VfsResult<HeldHandle<F>> {
         let fh = self.fs.open(ctx, ino, flags).await?;
         Ok(self.adopt(ctx, ino, fh, flags))
     }
