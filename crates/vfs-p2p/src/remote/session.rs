@@ -3,8 +3,9 @@
 //!
 //! Invariant: every call ends within a bounded time. A call made while the link is up
 //! ends within [`crate::rpc::LinkConfig::request_timeout`] (and at once with `EIO` if the
-//! link dies meanwhile); a call made while it is down waits at most
-//! [`super::RemoteConfig::down_wait`] for the link to come back, then answers `EIO`.
+//! link dies meanwhile); a call made while it is down waits for the link to come back
+//! until [`super::RemoteConfig::down_wait`] after the link went down, then answers
+//! `EIO` (so once the link has been down that long, calls fail at once until it is back).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +55,8 @@ type Connector = Box<dyn Fn() -> ConnectFuture + Send + Sync>;
 pub(crate) struct Session {
     connector: Connector,
     current: Mutex<Option<Arc<RpcClient>>>,
+    /// When the link went down (`None` while it is up).
+    down_since: Mutex<Option<tokio::time::Instant>>,
     /// Bumped each time a link is installed; callers waiting for one watch it.
     installed: watch::Sender<u64>,
     down_wait: Duration,
@@ -117,6 +120,7 @@ impl Session {
         Session {
             connector,
             current: Mutex::new(None),
+            down_since: Mutex::new(None),
             installed: watch::channel(0).0,
             down_wait,
         }
@@ -130,6 +134,7 @@ impl Session {
     /// Makes `client` the link calls go through.
     pub fn install(&self, client: Arc<RpcClient>) {
         *self.current.lock() = Some(client);
+        *self.down_since.lock() = None;
         self.installed.send_modify(|n| *n += 1);
     }
 
@@ -138,6 +143,7 @@ impl Session {
         if let Some(c) = self.current.lock().take() {
             c.close();
         }
+        self.down_since.lock().get_or_insert_with(tokio::time::Instant::now);
     }
 
     /// Closes the link for good.
@@ -169,7 +175,8 @@ impl Session {
                 }
             }
         };
-        match tokio::time::timeout(self.down_wait, wait).await {
+        let since = *self.down_since.lock().get_or_insert_with(tokio::time::Instant::now);
+        match tokio::time::timeout_at(since + self.down_wait, wait).await {
             Ok(Some(c)) => Ok(c),
             _ => Err(VfsError::Io(format!(
                 "the link to the peer is down (waited {:?} for it to come back)",
