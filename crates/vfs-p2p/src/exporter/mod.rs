@@ -19,7 +19,7 @@
 //!   directory, see [`watch`]) enters one [`Debouncer`] keyed by path with the attributes
 //!   observed right after the change; its batches go to every connected peer, in order,
 //!   waiting for room rather than dropping. A change whose path cannot be named (an inode
-//!   the exporter never saw by name) is announced as a change of the root, which peers
+//!   the exporter never saw by name) is announced as [`REVALIDATE_ALL`], which peers
 //!   take as "revalidate everything".
 //! - **No per-operation logging above `debug`.**
 
@@ -223,10 +223,7 @@ impl<F: VirtualFs> Exporter<F> {
     async fn announce_attr(&self, ino: Ino, attr: Attr) {
         let change = match self.path_of(ino) {
             Some(key) => Change::Update { key, attrs: attr },
-            None => Change::Update {
-                key: Vec::new(),
-                attrs: root_marker(attr),
-            },
+            None => revalidate_all(attr),
         };
         self.announce(change).await;
     }
@@ -234,10 +231,7 @@ impl<F: VirtualFs> Exporter<F> {
     async fn announce_created(&self, parent: Ino, name: &OsStr, attr: Attr) {
         let change = match self.child_path(parent, name) {
             Some(key) => Change::Create { key, attrs: attr },
-            None => Change::Update {
-                key: Vec::new(),
-                attrs: root_marker(attr),
-            },
+            None => revalidate_all(attr),
         };
         self.announce(change).await;
     }
@@ -252,29 +246,23 @@ impl<F: VirtualFs> Exporter<F> {
     /// Something changed that has no path we can name: peers revalidate everything.
     async fn announce_unnamed(&self) {
         if let Ok(attr) = self.fs.getattr(&RequestCtx::ROOT, Ino::ROOT, None).await {
-            self.announce(Change::Update {
-                key: Vec::new(),
-                attrs: unnamed_marker(attr),
-            })
-            .await;
+            self.announce(revalidate_all(attr)).await;
         }
     }
 }
 
-/// Inode number of [`unnamed_marker`]: no inode has it.
-pub const UNNAMED: Ino = Ino(0);
+/// The key of a change that has no path (an inode the exporter never saw by name, an
+/// inotify overflow, events lost around a directory move): peers that receive an update
+/// of it revalidate everything. No real path has it (share paths never start with `/`),
+/// so the debouncer never merges it with a real change.
+pub const REVALIDATE_ALL: &[u8] = b"/";
 
-/// An update of the root path whose attributes name inode 0 stands for "something
-/// changed that has no path: revalidate everything" (an ordinary update of the root
-/// names the root, inode 1).
-pub fn unnamed_marker(mut attr: Attr) -> Attr {
-    attr.ino = UNNAMED;
-    attr.kind = FileType::Directory;
-    attr
-}
-
-fn root_marker(attr: Attr) -> Attr {
-    unnamed_marker(attr)
+/// The "revalidate everything" change.
+pub fn revalidate_all(attrs: Attr) -> ShareChange {
+    Change::Update {
+        key: REVALIDATE_ALL.to_vec(),
+        attrs,
+    }
 }
 
 /// Sends each batch of the debouncer to every connected peer, in order.

@@ -9,6 +9,12 @@
 //! new one (inotify gives the two halves separately), which every receiver that fetches
 //! on demand converges on exactly as on a rename.
 //!
+//! Directory moves: inotify watches directories, and `notify` re-watches a moved
+//! directory only after it has handled the move, so events in the moved subtree in
+//! between can be lost or reported under the old path (measured: a write just after
+//! `mv d1 moved` was missed). A directory move therefore also yields "revalidate
+//! everything", at once and again [`SETTLE`] later, after the window has closed.
+//!
 //! Attributes carry the inode numbers `LocalFs` gives: the host's, with the root's host
 //! number and 1 trading places (see `vfs_core::localfs`).
 
@@ -22,6 +28,9 @@ use vfs_core::notify::{Change, Debouncer};
 use vfs_core::{Attr, FileType, Ino, Timestamp};
 
 use super::SharePath;
+
+/// How long after a directory move the second "revalidate everything" is sent.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Watches a host directory for as long as it lives.
 pub struct HostWatcher {
@@ -43,10 +52,20 @@ impl HostWatcher {
         let base = root.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
+                let moved_dir = dir_moved(&ev);
                 for change in translate(&base, root_ino, &ev) {
                     if changes.send_blocking(change).is_err() {
                         return;
                     }
+                }
+                if moved_dir && let Ok(m) = std::fs::symlink_metadata(&base) {
+                    let marker = super::revalidate_all(attr_of(&m, root_ino));
+                    let _ = changes.send_blocking(marker.clone());
+                    let later = changes.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(SETTLE);
+                        let _ = later.send_blocking(marker);
+                    });
                 }
             }
             Err(e) => tracing::debug!("host watcher: {e}"),
@@ -55,6 +74,15 @@ impl HostWatcher {
         tracing::debug!(root = %root.display(), "watching the host directory");
         Ok(HostWatcher { _watcher: watcher })
     }
+}
+
+/// Whether `ev` is the arrival of a directory by rename (its subtree's events may be lost
+/// or misnamed for a moment).
+fn dir_moved(ev: &notify::Event) -> bool {
+    matches!(
+        ev.kind,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any))
+    ) && ev.paths.last().is_some_and(|p| p.is_dir())
 }
 
 /// The share path of a host path under `root`.
@@ -78,12 +106,7 @@ fn update_or_remove(root: &Path, root_ino: u64, p: &PathBuf) -> Option<Change<Sh
 fn translate(root: &Path, root_ino: u64, ev: &notify::Event) -> Vec<Change<SharePath, Attr>> {
     if ev.need_rescan() {
         return std::fs::symlink_metadata(root)
-            .map(|m| {
-                vec![Change::Update {
-                    key: Vec::new(),
-                    attrs: super::unnamed_marker(attr_of(&m, root_ino)),
-                }]
-            })
+            .map(|m| vec![super::revalidate_all(attr_of(&m, root_ino))])
             .unwrap_or_default();
     }
     match ev.kind {

@@ -50,7 +50,7 @@ pub use session::ConnectError;
 use self::blocks::{Blocks, Next};
 use self::cache::{KernelView, MetaCache};
 use self::session::{Connected, Hello, Session};
-use crate::exporter::UNNAMED;
+use crate::exporter::REVALIDATE_ALL;
 use crate::identity::PublicKey;
 use crate::rpc::{LinkConfig, LinkFailure};
 use crate::transport::Transport;
@@ -316,7 +316,7 @@ impl Inner {
     fn apply(&self, c: WireChange) {
         let inv = self.invalidator.read().clone();
         match c {
-            WireChange::Update { path, attr } if path.is_empty() && attr.ino == UNNAMED => self.revalidate_all(),
+            WireChange::Update { path, .. } if path == REVALIDATE_ALL => self.revalidate_all(),
             WireChange::Create { path, attr } | WireChange::Update { path, attr } => {
                 self.touch_path(&*inv, &path, false);
                 self.touch_ino(&*inv, attr.ino);
