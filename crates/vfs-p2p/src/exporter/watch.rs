@@ -9,11 +9,14 @@
 //! new one (inotify gives the two halves separately), which every receiver that fetches
 //! on demand converges on exactly as on a rename.
 //!
-//! Directory moves: inotify watches directories, and `notify` re-watches a moved
-//! directory only after it has handled the move, so events in the moved subtree in
-//! between can be lost or reported under the old path (measured: a write just after
-//! `mv d1 moved` was missed). A directory move therefore also yields "revalidate
-//! everything", at once and again [`SETTLE`] later, after the window has closed.
+//! New and moved-in directories: inotify watches directories, and `notify` starts
+//! watching a directory only after it has handled the event that made it appear, so
+//! whatever is created in it (or, for a moved directory, changed in it) in between has no
+//! event (measured: `mkdir -p d/e && echo x > d/e/f` was missed, and so was a write just
+//! after `mv d1 moved`). Such a directory is therefore walked again [`SETTLE`] after it
+//! appeared, once its watch is in place, and every entry found in it is reported as
+//! updated; a subtree of more than [`RESCAN_MAX`] entries is reported as "revalidate
+//! everything" instead.
 //!
 //! Attributes carry the inode numbers `LocalFs` gives: the host's, with the root's host
 //! number and 1 trading places (see `vfs_core::localfs`).
@@ -29,12 +32,61 @@ use vfs_core::{Attr, FileType, Ino, Timestamp};
 
 use super::SharePath;
 
-/// How long after a directory move the second "revalidate everything" is sent.
+/// How long after a directory appeared it is walked again.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+/// Most entries a walk of a new directory reports one by one.
+pub const RESCAN_MAX: usize = 100_000;
 
 /// Watches a host directory for as long as it lives.
 pub struct HostWatcher {
     _watcher: RecommendedWatcher,
+}
+
+/// Walks the directories that appeared, [`SETTLE`] after they did, reporting what is in
+/// them. Ends when the watcher (the sender) is gone.
+fn rescanner(
+    root: PathBuf,
+    root_ino: u64,
+    rx: std::sync::mpsc::Receiver<(PathBuf, std::time::Instant)>,
+    changes: Debouncer<SharePath, Attr>,
+) {
+    while let Ok((dir, due)) = rx.recv() {
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let mut found = Vec::new();
+        let mut todo = vec![dir];
+        let mut overflow = false;
+        while let Some(d) = todo.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(p.clone());
+                }
+                found.push(p);
+                if found.len() > RESCAN_MAX {
+                    overflow = true;
+                    todo.clear();
+                    break;
+                }
+            }
+        }
+        let batch: Vec<Change<SharePath, Attr>> = if overflow {
+            match std::fs::symlink_metadata(&root) {
+                Ok(m) => vec![super::revalidate_all(attr_of(&m, root_ino))],
+                Err(_) => Vec::new(),
+            }
+        } else {
+            found
+                .iter()
+                .filter_map(|p| update_or_remove(&root, root_ino, p))
+                .collect()
+        };
+        for c in batch {
+            if changes.send_blocking(c).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for HostWatcher {
@@ -50,22 +102,22 @@ impl HostWatcher {
         let root = std::fs::canonicalize(root)?;
         let root_ino = std::fs::metadata(&root)?.ino();
         let base = root.clone();
+        let (rescan, rescan_rx) = std::sync::mpsc::channel();
+        {
+            let (root, changes) = (root.clone(), changes.clone());
+            std::thread::Builder::new()
+                .name("p2p-rescan".into())
+                .spawn(move || rescanner(root, root_ino, rescan_rx, changes))?;
+        }
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(ev) => {
-                let moved_dir = dir_moved(&ev);
                 for change in translate(&base, root_ino, &ev) {
                     if changes.send_blocking(change).is_err() {
                         return;
                     }
                 }
-                if moved_dir && let Ok(m) = std::fs::symlink_metadata(&base) {
-                    let marker = super::revalidate_all(attr_of(&m, root_ino));
-                    let _ = changes.send_blocking(marker.clone());
-                    let later = changes.clone();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(SETTLE);
-                        let _ = later.send_blocking(marker);
-                    });
+                if let Some(dir) = dir_appeared(&ev) {
+                    let _ = rescan.send((dir, std::time::Instant::now() + SETTLE));
                 }
             }
             Err(e) => tracing::debug!("host watcher: {e}"),
@@ -76,13 +128,14 @@ impl HostWatcher {
     }
 }
 
-/// Whether `ev` is the arrival of a directory by rename (its subtree's events may be lost
-/// or misnamed for a moment).
-fn dir_moved(ev: &notify::Event) -> bool {
-    matches!(
+/// The directory `ev` made appear (created, or moved in), whose first moments inotify
+/// may have missed.
+fn dir_appeared(ev: &notify::Event) -> Option<PathBuf> {
+    let appears = matches!(
         ev.kind,
-        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any))
-    ) && ev.paths.last().is_some_and(|p| p.is_dir())
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any))
+    );
+    ev.paths.last().filter(|p| appears && p.is_dir()).cloned()
 }
 
 /// The share path of a host path under `root`.
@@ -91,7 +144,7 @@ fn share_path(root: &Path, p: &Path) -> Option<SharePath> {
     Some(rel.as_os_str().as_bytes().to_vec())
 }
 
-fn update_or_remove(root: &Path, root_ino: u64, p: &PathBuf) -> Option<Change<SharePath, Attr>> {
+fn update_or_remove(root: &Path, root_ino: u64, p: &Path) -> Option<Change<SharePath, Attr>> {
     let key = share_path(root, p)?;
     Some(match std::fs::symlink_metadata(p) {
         Ok(m) => Change::Update {
