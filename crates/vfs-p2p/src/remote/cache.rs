@@ -188,7 +188,11 @@ impl MetaCache {
         if store && n.writers == 0 {
             n.attr = Some(attr);
         }
-        if let Some(p) = st.nodes.get_mut(&parent) {
+        // The name is remembered only if the directory did not change while the answer
+        // travelled (a removal or rename notified meanwhile would be undone).
+        if let Some(p) = st.nodes.get_mut(&parent)
+            && p.list_gen <= since
+        {
             p.children.insert(name.to_os_string(), attr.ino);
         }
     }
@@ -207,11 +211,35 @@ impl MetaCache {
         Some(attr)
     }
 
-    /// The name `parent/name` is not there (any more).
+    /// The name `parent/name` is not there (any more), or may name something else now.
+    ///
+    /// Notifications reach cached state by path, through the known names; what hung under
+    /// the forgotten name can no longer be reached that way, so its attributes and
+    /// listings (the whole subtree's) are dropped with the name: a cache entry exists only
+    /// where a notification can find it.
     pub fn no_entry(&self, parent: Ino, name: &OsStr) {
         let mut st = self.st.lock();
-        if let Some(p) = st.nodes.get_mut(&parent) {
-            p.children.remove(name);
+        let child = st.nodes.get_mut(&parent).and_then(|p| p.children.remove(name));
+        if let Some(c) = child {
+            Self::drop_subtree(&mut st, c);
+        }
+    }
+
+    fn drop_subtree(st: &mut State, top: Ino) {
+        let g = st.tick();
+        let mut todo = vec![top];
+        let mut seen = HashSet::new();
+        while let Some(ino) = todo.pop() {
+            if !seen.insert(ino) || seen.len() > 1_000_000 {
+                continue;
+            }
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.attr = None;
+                n.generation = g;
+                n.listing = None;
+                n.list_gen = g;
+                todo.extend(n.children.values().copied());
+            }
         }
     }
 
@@ -229,7 +257,7 @@ impl MetaCache {
         st.invalidate(parent);
         st.drop_listing(parent);
         if let Some(c) = child {
-            st.invalidate(c);
+            Self::drop_subtree(&mut st, c);
         }
         child
     }

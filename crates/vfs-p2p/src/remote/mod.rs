@@ -336,17 +336,17 @@ impl Inner {
         self.kernel_inval_inode(inv, ino);
     }
 
-    /// Invalidates what `path` names and its parent's entry for it (`gone`: the name no
-    /// longer names what it did, forget it and everything known under it).
+    /// Invalidates what `path` names and its parent's entry for it (`gone`: it was removed
+    /// or moved away, so everything known under it is invalidated too). The name itself is
+    /// always forgotten: debouncing merges a removal and a re-creation of one path into a
+    /// single update, after which the name may denote another inode.
     fn touch_path(&self, inv: &dyn Invalidator, path: &[u8], gone: bool) {
         let r = self.cache.resolve(path);
         if let Some((parent, name)) = &r.parent {
             self.cache.invalidate(*parent);
             self.cache.dir_changed(*parent);
             self.kernel_inval_inode(inv, *parent);
-            if gone {
-                self.cache.no_entry(*parent, name);
-            }
+            self.cache.no_entry(*parent, name);
             if self.cache.kernel_state(*parent).is_some() {
                 inv.inval_entry(*parent, name);
             }
@@ -394,8 +394,8 @@ impl Inner {
 
     /// After an operation that returned a new entry.
     fn entered(&self, parent: Ino, name: Name<'_>, attr: Attr, since: u64) {
-        self.cache.dir_changed(parent);
         self.cache.entered(parent, name.as_os_str(), attr, true, since);
+        self.cache.dir_changed(parent);
     }
 
     async fn forget_remote(&self, ino: Ino, remote: Option<u64>) {
