@@ -13,6 +13,9 @@
 //!   directory listings. An answer about an inode the table does not know is stored only
 //!   if no unknown inode was invalidated since the fetch began.
 //! - **No negative entries.** A missing name is never remembered (seed 002, bug 3).
+//! - **Only where a notification can find it.** Notifications name paths; they reach a
+//!   node through the known names from the root. Attributes and listings are stored only
+//!   for a node so reachable, and forgetting a name drops what was cached under it.
 //! - **Bounded by the kernel.** A node lives while the kernel holds a reference to it
 //!   (lookup count above zero) or this side has it open; it goes when both end.
 
@@ -151,9 +154,29 @@ impl MetaCache {
 
     fn may_store(st: &State, ino: Ino, since: u64) -> bool {
         match st.nodes.get(&ino) {
-            Some(n) => n.writers == 0 && n.generation <= since,
+            Some(n) => n.writers == 0 && n.generation <= since && Self::reachable(st, ino),
             None => st.unknown_inval <= since,
         }
+    }
+
+    /// Whether the known names lead from the root to `ino`: only then can a notification
+    /// (which names a path) find what is cached for it, so only then is anything cached.
+    fn reachable(st: &State, mut ino: Ino) -> bool {
+        for _ in 0..4096 {
+            if ino == Ino::ROOT {
+                return true;
+            }
+            let Some(n) = st.nodes.get(&ino) else { return false };
+            let linked = st
+                .nodes
+                .get(&n.parent)
+                .is_some_and(|p| p.children.get(&n.name) == Some(&ino));
+            if !linked {
+                return false;
+            }
+            ino = n.parent;
+        }
+        false
     }
 
     /// Stores attributes fetched by a call sent when the counter was `since`.
@@ -175,7 +198,10 @@ impl MetaCache {
     pub fn entered(&self, parent: Ino, name: &OsStr, attr: Attr, remote: bool, since: u64) {
         let mut st = self.st.lock();
         st.stale.remove(&attr.ino);
-        let store = Self::may_store(&st, attr.ino, since);
+        let fresh = match st.nodes.get(&attr.ino) {
+            Some(n) => n.writers == 0 && n.generation <= since,
+            None => st.unknown_inval <= since,
+        };
         let n = st.nodes.entry(attr.ino).or_default();
         n.kernel += 1;
         if remote {
@@ -185,15 +211,18 @@ impl MetaCache {
             n.parent = parent;
             n.name = name.to_os_string();
         }
-        if store && n.writers == 0 {
-            n.attr = Some(attr);
-        }
         // The name is remembered only if the directory did not change while the answer
         // travelled (a removal or rename notified meanwhile would be undone).
         if let Some(p) = st.nodes.get_mut(&parent)
             && p.list_gen <= since
         {
             p.children.insert(name.to_os_string(), attr.ino);
+        }
+        if fresh
+            && Self::reachable(&st, attr.ino)
+            && let Some(n) = st.nodes.get_mut(&attr.ino)
+        {
+            n.attr = Some(attr);
         }
     }
 
@@ -357,8 +386,10 @@ impl MetaCache {
 
     pub fn store_listing(&self, dir: Ino, entries: Arc<Vec<DirEntry>>, since: u64) {
         let mut st = self.st.lock();
+        let reachable = Self::reachable(&st, dir);
         if let Some(n) = st.nodes.get_mut(&dir)
             && n.list_gen <= since
+            && reachable
         {
             n.listing = Some(entries);
         }
