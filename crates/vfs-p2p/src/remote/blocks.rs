@@ -94,10 +94,10 @@ impl Blocks {
             b.used = clock;
             return if start { Some(Next::Hit(b.data.clone())) } else { None };
         }
-        if let Some((generation, rx)) = f.inflight.get(&idx) {
-            if *generation == f.generation {
-                return if start { Some(Next::Wait(rx.clone())) } else { None };
-            }
+        if let Some((generation, rx)) = f.inflight.get(&idx)
+            && *generation == f.generation
+        {
+            return if start { Some(Next::Wait(rx.clone())) } else { None };
         }
         if !start && (f.eof.is_some_and(|e| idx * self.block >= e) || f.inflight.len() as u64 >= self.window) {
             return None;
