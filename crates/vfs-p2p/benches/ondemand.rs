@@ -35,6 +35,19 @@ use vfs_p2p::remote::RemoteConfig;
 use vfs_p2p::transport::noise::Suite;
 
 const CTX: RequestCtx = RequestCtx::ROOT;
+
+/// The far side's configuration: the defaults, or `P2P_READAHEAD` / `P2P_BLOCK_KIB`.
+fn far_cfg() -> RemoteConfig {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    let mut cfg = RemoteConfig::default();
+    if let Some(r) = env("P2P_READAHEAD") {
+        cfg.readahead = r;
+    }
+    if let Some(b) = env("P2P_BLOCK_KIB") {
+        cfg.block_size = b * 1024;
+    }
+    cfg
+}
 const READ: usize = 128 * 1024;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -83,7 +96,7 @@ fn make_file(path: &Path, total: usize) {
 
 /// Reads the whole file through the `RemoteFs` API, while a task stats missing names.
 fn api_read(lb: &Loopback<LocalFs>, total: usize, lat: &mut Vec<f64>) -> Duration {
-    let remote = Arc::new(lb.connect(RemoteConfig::default()).unwrap());
+    let remote = Arc::new(lb.connect(far_cfg()).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (remote, stop) = (Arc::clone(&remote), Arc::clone(&stop));
@@ -127,7 +140,7 @@ fn api_read(lb: &Loopback<LocalFs>, total: usize, lat: &mut Vec<f64>) -> Duratio
 /// Reads the whole file through a FUSE mount of a fresh `RemoteFs`, while a thread
 /// stats missing names on the mount.
 fn fuse_read(lb: &Loopback<LocalFs>, mnt: &Path, total: usize, lat: &mut Vec<f64>, opts: &MountOptions) -> Duration {
-    let remote = Arc::new(lb.connect(RemoteConfig::default()).unwrap());
+    let remote = Arc::new(lb.connect(far_cfg()).unwrap());
     let mount = vfs_fuse::mount(Arc::clone(&remote), mnt, opts).unwrap();
     remote.set_invalidator(mount.invalidator());
     let stop = Arc::new(AtomicBool::new(false));

@@ -71,7 +71,9 @@ pub struct RemoteConfig {
     pub backoff_max: Duration,
     /// Size of a cached block, the unit of on-demand reads (1 MiB).
     pub block_size: u32,
-    /// Blocks fetched ahead of a sequential reader (8).
+    /// Blocks fetched ahead of a sequential reader (4: 4 MiB in flight, enough for a
+    /// 1 Gbit/s link with 30 ms of round trip; more only queued bytes ahead of a `stat`
+    /// in the measurements of doc/BENCHMARKS.md).
     pub readahead: u32,
     /// Bytes of file data kept (256 MiB).
     pub cache_bytes: usize,
@@ -85,7 +87,7 @@ impl Default for RemoteConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             block_size: 1 << 20,
-            readahead: 8,
+            readahead: 4,
             cache_bytes: 256 << 20,
         }
     }
