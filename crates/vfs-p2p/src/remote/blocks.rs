@@ -216,3 +216,59 @@ impl Blocks {
         self.st.lock().bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn payload(n: usize, b: u8) -> Payload {
+        Payload::from_bytes(Bytes::from(vec![b; n]))
+    }
+
+    fn start(c: &Blocks, idx: u64) -> u64 {
+        match c.next(Ino(2), idx, true) {
+            Some(Next::Fetch { generation, .. }) => generation,
+            _ => panic!("expected a fetch"),
+        }
+    }
+
+    #[test]
+    fn a_fetch_overlapping_a_write_is_not_kept() {
+        let c = Blocks::new(4096, 1 << 20, 4);
+        let g = start(&c, 0);
+        c.invalidate_range(Ino(2), 10, 20);
+        c.finish(Ino(2), 0, g, &Ok(payload(4096, 1)));
+        assert!(matches!(c.next(Ino(2), 0, true), Some(Next::Fetch { .. })), "refetched");
+        assert_eq!(c.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn failures_are_not_cached_and_short_blocks_mark_the_end() {
+        let c = Blocks::new(4096, 1 << 20, 4);
+        let g = start(&c, 0);
+        c.finish(Ino(2), 0, g, &Err(Errno::EIO));
+        let g = start(&c, 0);
+        c.finish(Ino(2), 0, g, &Ok(payload(100, 7)));
+        assert!(matches!(c.next(Ino(2), 0, true), Some(Next::Hit(p)) if p.len() == 100));
+        // Read-ahead does not go past the known end of file.
+        assert!(c.next(Ino(2), 1, false).is_none());
+        // A write anywhere drops the end-of-file block (the size may have changed).
+        c.invalidate_range(Ino(2), 8192, 8200);
+        assert!(matches!(c.next(Ino(2), 0, true), Some(Next::Fetch { .. })));
+    }
+
+    #[test]
+    fn the_budget_evicts_the_least_recently_used() {
+        let c = Blocks::new(4096, 8192, 8);
+        for idx in 0..3 {
+            let g = start(&c, idx);
+            c.finish(Ino(2), idx, g, &Ok(payload(4096, idx as u8)));
+        }
+        assert_eq!(c.cached_bytes(), 8192);
+        assert!(
+            matches!(c.next(Ino(2), 0, true), Some(Next::Fetch { .. })),
+            "block 0 was evicted"
+        );
+    }
+}

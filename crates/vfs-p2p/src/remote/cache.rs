@@ -485,3 +485,99 @@ impl MetaCache {
         view
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vfs_core::{FileType, Timestamp};
+
+    fn attr(ino: u64, size: u64) -> Attr {
+        Attr {
+            ino: Ino(ino),
+            kind: FileType::Regular,
+            perm: 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            size,
+            blocks: 0,
+            blksize: 4096,
+            rdev: 0,
+            atime: Timestamp::EPOCH,
+            mtime: Timestamp::EPOCH,
+            ctime: Timestamp::EPOCH,
+        }
+    }
+
+    fn with_file() -> MetaCache {
+        let c = MetaCache::new();
+        let since = c.now();
+        c.entered(Ino::ROOT, OsStr::new("f"), attr(2, 10), true, since);
+        c
+    }
+
+    /// Seed 001: an attribute fetched while a write was in flight, or sent before the
+    /// write began, is never cached.
+    #[test]
+    fn no_attribute_is_cached_across_a_write() {
+        let c = with_file();
+        assert_eq!(c.attr(Ino(2)).map(|a| a.size), Some(10));
+        let since = c.now();
+        c.write_begin(Ino(2));
+        assert_eq!(c.attr(Ino(2)), None, "not served while a write is in flight");
+        c.store_attr(attr(2, 10), since);
+        assert_eq!(c.attr(Ino(2)), None, "a getattr racing the write is not stored");
+        c.write_end(Ino(2));
+        c.store_attr(attr(2, 10), since);
+        assert_eq!(c.attr(Ino(2)), None, "an answer sent before the write ended is stale");
+        let since = c.now();
+        c.store_attr(attr(2, 20), since);
+        assert_eq!(c.attr(Ino(2)).map(|a| a.size), Some(20));
+    }
+
+    /// A notification that arrives while a fetch travels wins over the fetch's answer.
+    #[test]
+    fn an_invalidation_during_a_fetch_wins() {
+        let c = with_file();
+        let since = c.now();
+        c.invalidate(Ino(2));
+        c.store_attr(attr(2, 99), since);
+        assert_eq!(c.attr(Ino(2)), None);
+        // An inode without a node: the same rule through the table-wide stamp.
+        let since = c.now();
+        c.invalidate(Ino(7));
+        c.entered(Ino::ROOT, OsStr::new("g"), attr(7, 1), true, since);
+        assert_eq!(c.attr(Ino(7)), None);
+    }
+
+    /// Seed 002 bug 3: a missing name leaves nothing behind, and forgetting a name makes
+    /// what hung under it uncacheable until it is found again by name.
+    #[test]
+    fn no_negative_entries_and_nothing_cached_out_of_reach() {
+        let c = with_file();
+        c.no_entry(Ino::ROOT, OsStr::new("f"));
+        assert_eq!(c.lookup(Ino::ROOT, OsStr::new("f")), None);
+        let since = c.now();
+        c.store_attr(attr(2, 5), since);
+        assert_eq!(
+            c.attr(Ino(2)),
+            None,
+            "unreachable by path: a notification could not reach it"
+        );
+        let since = c.now();
+        c.entered(Ino::ROOT, OsStr::new("f"), attr(2, 5), true, since);
+        assert_eq!(c.lookup(Ino::ROOT, OsStr::new("f")).map(|a| a.size), Some(5));
+    }
+
+    /// The kernel's references bound the table; the owner's lookups are returned.
+    #[test]
+    fn forgetting_drops_the_node_and_returns_the_owner_count() {
+        let c = with_file();
+        let since = c.now();
+        c.entered(Ino::ROOT, OsStr::new("f"), attr(2, 10), true, since);
+        c.opened(Ino(2));
+        assert_eq!(c.forget(Ino(2), 2), None, "still open");
+        assert_eq!(c.closed(Ino(2)), Some(2));
+        assert_eq!(c.resolve(b"f").ino, None);
+    }
+}
