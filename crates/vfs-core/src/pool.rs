@@ -30,6 +30,12 @@
 //!    algorithm evicts, preferring entries that are neither recently used nor in use. An
 //!    evicted entry that is in use is released by its last user.
 //!
+//! Held handles ([`HandlePool::open_held`], [`HandlePool::adopt`]) are the one way to
+//! keep a handle for longer than an operation (the P2P exporter holds one per file a peer
+//! has open, so that an unlinked file stays readable, as POSIX wants): they never enter
+//! the map, so none of the rules above can release them, and they are released through
+//! the same queue, once, when their holder closes or drops them.
+//!
 //! Why: seed 003 (hf-mount PR #178). A READ pooled a read-only handle; the next WRITE
 //! used it, got `EBADF`, and the server mapped that to `NFS3ERR_STALE`; macOS then
 //! silently dropped the client's buffered writes. The first fix attempt inserted the new
@@ -222,6 +228,66 @@ impl<F: VirtualFs> PooledHandle<'_, F> {
         let pool = self.pool;
         drop(self);
         pool.release_pending().await;
+    }
+}
+
+/// A handle held by one caller for as long as it likes, outside the pool's map (see
+/// [`HandlePool::open_held`]). Closing or dropping it releases the handle through the
+/// pool's release queue, so it is released exactly once, by [`HeldHandle::close`] or
+/// by the pool's next operation.
+pub struct HeldHandle<F> {
+    pool: StdArc<HandlePool<F>>,
+    handle: Option<Doomed>,
+    flags: OpenFlags,
+}
+
+impl<F> fmt::Debug for HeldHandle<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldHandle")
+            .field("handle", &self.handle)
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+impl<F> HeldHandle<F> {
+    /// The backend handle, valid while this lives.
+    pub fn fh(&self) -> Fh {
+        self.handle.map_or(Fh(u64::MAX), |d| d.fh)
+    }
+    /// The inode.
+    pub fn ino(&self) -> Ino {
+        self.handle.map_or(Ino(0), |d| d.ino)
+    }
+    /// The flags it was opened with.
+    pub fn flags(&self) -> OpenFlags {
+        self.flags
+    }
+    /// Its access mode.
+    pub fn mode(&self) -> AccessMode {
+        self.flags.access()
+    }
+}
+
+impl<F: VirtualFs> HeldHandle<F> {
+    /// Releases the handle now.
+    pub async fn close(mut self) {
+        if let Some(d) = self.handle.take() {
+            {
+                let mut st = self.pool.state.write();
+                self.pool.doom(&mut st, d);
+            }
+            self.pool.release_pending().await;
+        }
+    }
+}
+
+impl<F> Drop for HeldHandle<F> {
+    fn drop(&mut self) {
+        if let Some(d) = self.handle.take() {
+            let mut st = self.pool.state.write();
+            self.pool.doom(&mut st, d);
+        }
     }
 }
 
@@ -580,6 +646,68 @@ impl<F: VirtualFs> HandlePool<F> {
         let n = self.fs.write(ctx, ino, private.fh(), offset, data).await?;
         private.publish();
         Ok(n)
+    }
+
+    /// Makes the data of `ino` durable (`fsync(2)`, or `fdatasync(2)` if `datasync`)
+    /// through the pooled handle, or, if none is pooled, through a new read-only handle that
+    /// is published once the fsync succeeded. What a stateless front end calls before it
+    /// tells a client its write is stable (NFS `FILE_SYNC`, `COMMIT`).
+    ///
+    /// Durability is per file in every backend this crate knows (the host's page cache,
+    /// `MemFs`), so an fsync through any handle of the inode covers writes made through
+    /// the others. A backend that buffers writes per handle must flush them on `release`
+    /// (the pool releases every handle it retires) or on `fsync` of any handle.
+    pub async fn fsync(&self, ctx: &RequestCtx, ino: Ino, datasync: bool) -> VfsResult<()> {
+        let r = match self.get(ino) {
+            Some(h) => match self.fs.fsync(ctx, ino, h.fh(), datasync).await {
+                Err(VfsError::BadHandle) => {
+                    drop(h);
+                    self.fsync_private(ctx, ino, datasync).await
+                }
+                other => other,
+            },
+            None => self.fsync_private(ctx, ino, datasync).await,
+        };
+        self.settle().await;
+        r.map_err(hide_ebadf)
+    }
+
+    /// Fsyncs through a new read-only handle, published once the fsync succeeded.
+    async fn fsync_private(&self, ctx: &RequestCtx, ino: Ino, datasync: bool) -> VfsResult<()> {
+        // A file the caller may write but not read (mode 0200) is fsynced write-only.
+        let private = match self.open_private(ctx, ino, OpenFlags::RDONLY).await {
+            Err(VfsError::Access) => self.open_private(ctx, ino, OpenFlags::WRONLY).await?,
+            other => other?,
+        };
+        self.fs.fsync(ctx, ino, private.fh(), datasync).await?;
+        private.publish();
+        Ok(())
+    }
+
+    /// Opens `ino` with `flags` for a caller that keeps the handle for a while (the P2P
+    /// exporter, for each file a peer has open): the backend checks the caller's access
+    /// and applies `O_TRUNC` as in any `open`. The handle is never published: it belongs
+    /// to the returned [`HeldHandle`] alone, so no eviction or upgrade can release it
+    /// under its holder, and it keeps an unlinked file alive until the holder lets go.
+    pub async fn open_held(
+        self: &StdArc<Self>,
+        ctx: &RequestCtx,
+        ino: Ino,
+        flags: OpenFlags,
+    ) -> VfsResult<HeldHandle<F>> {
+        let fh = self.fs.open(ctx, ino, flags).await?;
+        Ok(self.adopt(ctx, ino, fh, flags))
+    }
+
+    /// Takes charge of `fh`, a handle of `ino` the caller opened (e.g. the one `create`
+    /// returned) with `flags`: it is released through this pool when the returned
+    /// [`HeldHandle`] is closed or dropped.
+    pub fn adopt(self: &StdArc<Self>, ctx: &RequestCtx, ino: Ino, fh: Fh, flags: OpenFlags) -> HeldHandle<F> {
+        HeldHandle {
+            pool: StdArc::clone(self),
+            handle: Some(Doomed { ino, fh, ctx: *ctx }),
+            flags,
+        }
     }
 
     /// Performs the releases due, if any (the common case costs one load).

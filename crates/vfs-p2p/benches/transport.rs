@@ -17,9 +17,8 @@
 //! - `snow transport, ring aesgcm` / `snow transport, default chachapoly`: snow's own
 //!   `TransportState` (payload copied into a message buffer, then sealed), with the ring
 //!   resolver and with snow's pure-Rust default resolver: what the in-place design saves.
-#![allow(missing_docs)]
+#![allow(missing_docs, dead_code)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,12 +33,18 @@ use vfs_p2p::wire::{DATA_HEADER_LEN, Frame, MAX_CHUNK, Message, Reassembler, Rep
 
 const BUF: usize = 256 * 1024;
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
+/// Loopback, on a port of the repository's test range (`vfs_p2p::loopback::TEST_PORTS`).
+async fn bind_tcp() -> TcpListener {
+    for port in vfs_p2p::loopback::TEST_PORTS.rev() {
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)).await {
+            return l;
+        }
+    }
+    panic!("no free port in the test range");
 }
 
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind(loopback()).await.expect("bind");
+pub async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = bind_tcp().await;
     let addr = l.local_addr().expect("addr");
     let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
     let (c, (s, _)) = (c.expect("connect"), s.expect("accept"));
@@ -48,7 +53,7 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     (c, s)
 }
 
-async fn raw_tcp(total: usize) -> Duration {
+pub async fn raw_tcp(total: usize) -> Duration {
     let (mut c, mut s) = tcp_pair().await;
     let start = Instant::now();
     let send = tokio::spawn(async move {
@@ -83,8 +88,9 @@ async fn noise_link(
     let ck = Arc::new(Keypair::generate().expect("key"));
     let server = NoiseTcp::new(sk.clone()).with_suite(suite);
     let client = NoiseTcp::new(ck.clone()).with_suite(suite);
-    let mut l = server
-        .listen(loopback(), Allowlist::new([ck.public()]))
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let ports = vfs_p2p::loopback::TEST_PORTS;
+    let mut l = vfs_p2p::loopback::listen_in(&server, ip, ports, Allowlist::new([ck.public()]))
         .await
         .expect("listen");
     let addr = l.local_addr();
@@ -93,7 +99,7 @@ async fn noise_link(
 }
 
 /// Data frames of one chunk each, straight through the transport.
-async fn noise_frames(suite: Suite, total: usize) -> Duration {
+pub async fn noise_frames(suite: Suite, total: usize) -> Duration {
     let (c, mut s) = noise_link(suite).await;
     let start = Instant::now();
     let mut tx = c.tx;

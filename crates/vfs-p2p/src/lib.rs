@@ -19,8 +19,11 @@
 //!   closing a link on the first bad frame.
 #![warn(missing_docs)]
 
+pub mod exporter;
 pub mod identity;
+pub mod loopback;
 pub mod mux;
+pub mod remote;
 pub mod rpc;
 pub mod transport;
 pub mod wire;

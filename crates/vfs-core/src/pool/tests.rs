@@ -137,6 +137,22 @@ fn seed003_pr178_two_writers_racing_after_read_both_ranges_land() {
 
 /// `EBADF` never reaches a caller (let alone as "stale"), even when the backend refuses
 /// a handle it has just opened.
+/// A stateless front end fsyncs before it calls a write stable (NFS `FILE_SYNC`): through
+/// the pooled handle when there is one, else through a new one that is then pooled.
+#[test]
+fn fsync_uses_the_pooled_handle_or_pools_a_new_one() {
+    let (fs, pool) = setup(b"data", 8);
+    assert_eq!(errno(block_on(pool.fsync(&ROOT, FILE, false))), Ok(()));
+    assert_eq!(fs.opened(), 1);
+    assert_eq!(pool.peek(FILE).map(|(_, m)| m), Some(AccessMode::Read));
+    assert_eq!(errno(block_on(pool.write(&ROOT, FILE, 0, b"DA"))), Ok(2));
+    let opened = fs.opened();
+    assert_eq!(errno(block_on(pool.fsync(&ROOT, FILE, true))), Ok(()));
+    assert_eq!(fs.opened(), opened, "fsync reused the pooled writable handle");
+    assert_eq!(errno(block_on(pool.fsync(&ROOT, Ino(99), false))), Err(Errno::ENOENT));
+    assert_clean(&fs, &pool);
+}
+
 #[test]
 fn ebadf_never_escapes_the_pool() {
     let (fs, pool) = setup(b"data", 8);
@@ -452,4 +468,30 @@ fn lockstep_interleaves() {
     };
     lockstep(vec![Box::pin(step(1)), Box::pin(step(2))]);
     assert_eq!(*log.lock().unwrap(), vec![1, 2, 1, 2]);
+}
+
+/// A held handle is the caller's alone: not pooled, not evicted, released once when
+/// closed or dropped (then by the pool's next operation).
+#[test]
+fn held_handles_are_private_and_released_once() {
+    let fs = StdArc::new(TestFs::new());
+    fs.add_file(FILE, b"data");
+    let pool = StdArc::new(HandlePool::new(StdArc::clone(&fs), 1));
+    let held = block_on(pool.open_held(&ROOT, FILE, OpenFlags::RDWR)).unwrap();
+    assert_eq!(held.mode(), AccessMode::ReadWrite);
+    assert!(pool.is_empty(), "a held handle is not published");
+    assert_eq!(errno(block_on(fs.write(&ROOT, FILE, held.fh(), 0, b"D"))), Ok(1));
+    block_on(pool.trim(0));
+    assert_eq!(fs.released(), 0, "trimming the pool does not touch a held handle");
+    block_on(held.close());
+    assert_eq!(fs.released(), 1);
+    let dropped = block_on(pool.open_held(&ROOT, FILE, OpenFlags::RDONLY)).unwrap();
+    drop(dropped);
+    block_on(pool.release_pending());
+    assert_eq!(fs.released(), 2);
+    assert_eq!(
+        errno(block_on(pool.open_held(&ROOT, Ino(99), OpenFlags::RDONLY))).map(|_| ()),
+        Err(Errno::ENOENT)
+    );
+    assert_clean(&fs, &pool);
 }

@@ -236,7 +236,9 @@ pub enum Op {
         newparent: Ino,
         newname: OsString,
     },
-    /// Checks that `ino` may be opened with `flags` (applies `O_TRUNC`).
+    /// Opens `ino` with `flags` for the caller (access checked, `O_TRUNC` applied); the
+    /// exporter keeps the file open until the matching [`Op::Release`], and answers with
+    /// its attributes.
     Open {
         ino: Ino,
         flags: i32,
@@ -304,6 +306,11 @@ pub enum Op {
         offset: u64,
         length: u64,
         mode: i32,
+    },
+    /// The caller closed one handle of `ino` it had opened with [`Op::Open`] or
+    /// [`Op::Create`] (the exporter keeps the file open until the last is closed).
+    Release {
+        ino: Ino,
     },
     /// An opcode this version does not know (answered with `ENOSYS`).
     Unknown(u8),
@@ -543,6 +550,7 @@ fn op_code(op: &Op) -> u8 {
         Op::Listxattr { .. } => 25,
         Op::Removexattr { .. } => 26,
         Op::Fallocate { .. } => 27,
+        Op::Release { .. } => 28,
         Op::Unknown(code) => *code,
     }
 }
@@ -640,7 +648,11 @@ fn encode_op(e: &mut Enc, op: &Op) {
             e.ino(*ino);
             e.u64(*nlookup);
         }
-        Op::Getattr { ino } | Op::Readlink { ino } | Op::Statfs { ino } | Op::Listxattr { ino } => e.ino(*ino),
+        Op::Getattr { ino }
+        | Op::Readlink { ino }
+        | Op::Statfs { ino }
+        | Op::Listxattr { ino }
+        | Op::Release { ino } => e.ino(*ino),
         Op::Setattr { ino, set } => {
             e.ino(*ino);
             let flags = u8::from(set.mode.is_some())
@@ -1269,6 +1281,7 @@ fn decode_op(d: &mut Dec, code: u8) -> WireResult<Op> {
             length: d.u64("length")?,
             mode: d.i32("fallocate mode")?,
         },
+        28 => Op::Release { ino: d.ino("ino")? },
         other => {
             // Unknown operation: its arguments are not ours to parse.
             d.buf.advance(d.buf.remaining());

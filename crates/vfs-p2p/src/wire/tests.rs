@@ -164,13 +164,14 @@ fn op() -> impl Strategy<Value = Op> {
         (ino(), name(), 0u8..=2, len).prop_map(|(ino, name, how, len)| Op::Setxattr { ino, name, how, len }),
         ino().prop_map(|ino| Op::Listxattr { ino }),
         (ino(), name()).prop_map(|(ino, name)| Op::Removexattr { ino, name }),
+        ino().prop_map(|ino| Op::Release { ino }),
         (ino(), any::<u64>(), any::<u64>(), any::<i32>()).prop_map(|(ino, offset, length, mode)| Op::Fallocate {
             ino,
             offset,
             length,
             mode
         }),
-        (28u8..=255).prop_map(Op::Unknown),
+        (29u8..=255).prop_map(Op::Unknown),
     ]
 }
 
