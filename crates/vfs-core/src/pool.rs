@@ -582,6 +582,42 @@ impl<F: VirtualFs> HandlePool<F> {
         Ok(n)
     }
 
+    /// Makes the data of `ino` durable (`fsync(2)`, or `fdatasync(2)` if `datasync`)
+    /// through the pooled handle, or, if none is pooled, through a new read-only handle that
+    /// is published once the fsync succeeded. What a stateless front end calls before it
+    /// tells a client its write is stable (NFS `FILE_SYNC`, `COMMIT`).
+    ///
+    /// Durability is per file in every backend this crate knows (the host's page cache,
+    /// `MemFs`), so an fsync through any handle of the inode covers writes made through
+    /// the others. A backend that buffers writes per handle must flush them on `release`
+    /// (the pool releases every handle it retires) or on `fsync` of any handle.
+    pub async fn fsync(&self, ctx: &RequestCtx, ino: Ino, datasync: bool) -> VfsResult<()> {
+        let r = match self.get(ino) {
+            Some(h) => match self.fs.fsync(ctx, ino, h.fh(), datasync).await {
+                Err(VfsError::BadHandle) => {
+                    drop(h);
+                    self.fsync_private(ctx, ino, datasync).await
+                }
+                other => other,
+            },
+            None => self.fsync_private(ctx, ino, datasync).await,
+        };
+        self.settle().await;
+        r.map_err(hide_ebadf)
+    }
+
+    /// Fsyncs through a new read-only handle, published once the fsync succeeded.
+    async fn fsync_private(&self, ctx: &RequestCtx, ino: Ino, datasync: bool) -> VfsResult<()> {
+        // A file the caller may write but not read (mode 0200) is fsynced write-only.
+        let private = match self.open_private(ctx, ino, OpenFlags::RDONLY).await {
+            Err(VfsError::Access) => self.open_private(ctx, ino, OpenFlags::WRONLY).await?,
+            other => other?,
+        };
+        self.fs.fsync(ctx, ino, private.fh(), datasync).await?;
+        private.publish();
+        Ok(())
+    }
+
     /// Performs the releases due, if any (the common case costs one load).
     async fn settle(&self) {
         if self.has_doomed.load(Ordering::Acquire) || self.has_graveyard.load(Ordering::Acquire) {

@@ -137,6 +137,25 @@ fn seed003_pr178_two_writers_racing_after_read_both_ranges_land() {
 
 /// `EBADF` never reaches a caller (let alone as "stale"), even when the backend refuses
 /// a handle it has just opened.
+/// A stateless front end fsyncs before it calls a write stable (NFS `FILE_SYNC`): through
+/// the pooled handle when there is one, else through a new one that is then pooled.
+#[test]
+fn fsync_uses_the_pooled_handle_or_pools_a_new_one() {
+    let (fs, pool) = setup(b"data", 8);
+    assert_eq!(errno(block_on(pool.fsync(&ROOT, FILE, false))), Ok(()));
+    assert_eq!(fs.opened(), 1);
+    assert_eq!(pool.peek(FILE).map(|(_, m)| m), Some(AccessMode::Read));
+    assert_eq!(errno(block_on(pool.write(&ROOT, FILE, 0, b"DA"))), Ok(2));
+    let opened = fs.opened();
+    assert_eq!(errno(block_on(pool.fsync(&ROOT, FILE, true))), Ok(()));
+    assert_eq!(fs.opened(), opened, "fsync reused the pooled writable handle");
+    assert_eq!(
+        errno(block_on(pool.fsync(&ROOT, Ino(99), false))),
+        Err(Errno::ENOENT)
+    );
+    assert_clean(&fs, &pool);
+}
+
 #[test]
 fn ebadf_never_escapes_the_pool() {
     let (fs, pool) = setup(b"data", 8);
