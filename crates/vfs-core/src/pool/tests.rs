@@ -149,10 +149,7 @@ fn fsync_uses_the_pooled_handle_or_pools_a_new_one() {
     let opened = fs.opened();
     assert_eq!(errno(block_on(pool.fsync(&ROOT, FILE, true))), Ok(()));
     assert_eq!(fs.opened(), opened, "fsync reused the pooled writable handle");
-    assert_eq!(
-        errno(block_on(pool.fsync(&ROOT, Ino(99), false))),
-        Err(Errno::ENOENT)
-    );
+    assert_eq!(errno(block_on(pool.fsync(&ROOT, Ino(99), false))), Err(Errno::ENOENT));
     assert_clean(&fs, &pool);
 }
 
