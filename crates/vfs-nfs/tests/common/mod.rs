@@ -627,3 +627,190 @@ pub fn hex(b: &[u8]) -> String {
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// A backend that delegates to `inner` and records, in order, the data operations the
+/// server made (`write`, `fsync`, `open`, `release`).
+pub struct SpyFs<F> {
+    pub inner: F,
+    pub log: Mutex<Vec<String>>,
+}
+
+impl<F> SpyFs<F> {
+    pub fn new(inner: F) -> SpyFs<F> {
+        SpyFs {
+            inner,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+    fn note(&self, s: String) {
+        self.log.lock().unwrap().push(s);
+    }
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+impl<F: VirtualFs> VirtualFs for SpyFs<F> {
+    fn source_id(&self) -> &str {
+        self.inner.source_id()
+    }
+    fn inode_stability(&self) -> vfs_core::InodeStability {
+        self.inner.inode_stability()
+    }
+    async fn lookup(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<Attr> {
+        self.inner.lookup(c, p, n).await
+    }
+    async fn getattr(&self, c: &RequestCtx, i: Ino, f: Option<Fh>) -> VfsResult<Attr> {
+        self.inner.getattr(c, i, f).await
+    }
+    async fn setattr(&self, c: &RequestCtx, i: Ino, s: SetAttr) -> VfsResult<Attr> {
+        self.inner.setattr(c, i, s).await
+    }
+    async fn readlink(&self, c: &RequestCtx, i: Ino) -> VfsResult<OsString> {
+        self.inner.readlink(c, i).await
+    }
+    async fn mknod(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32, r: u64) -> VfsResult<Attr> {
+        self.inner.mknod(c, p, n, m, u, r).await
+    }
+    async fn mkdir(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32) -> VfsResult<Attr> {
+        self.inner.mkdir(c, p, n, m, u).await
+    }
+    async fn unlink(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> {
+        self.inner.unlink(c, p, n).await
+    }
+    async fn rmdir(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> {
+        self.inner.rmdir(c, p, n).await
+    }
+    async fn symlink(&self, c: &RequestCtx, p: Ino, n: Name<'_>, t: &OsStr) -> VfsResult<Attr> {
+        self.inner.symlink(c, p, n, t).await
+    }
+    async fn rename(
+        &self,
+        c: &RequestCtx,
+        p: Ino,
+        n: Name<'_>,
+        np: Ino,
+        nn: Name<'_>,
+        f: RenameFlags,
+    ) -> VfsResult<()> {
+        self.inner.rename(c, p, n, np, nn, f).await
+    }
+    async fn link(&self, c: &RequestCtx, i: Ino, np: Ino, nn: Name<'_>) -> VfsResult<Attr> {
+        self.inner.link(c, i, np, nn).await
+    }
+    async fn open(&self, c: &RequestCtx, i: Ino, f: OpenFlags) -> VfsResult<Fh> {
+        let r = self.inner.open(c, i, f).await;
+        self.note(format!(
+            "open {:?} -> {:?}",
+            f.access(),
+            r.as_ref().map_err(|e| e.errno())
+        ));
+        r
+    }
+    async fn create(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32, f: OpenFlags) -> VfsResult<(Attr, Fh)> {
+        self.inner.create(c, p, n, m, u, f).await
+    }
+    async fn read(&self, c: &RequestCtx, i: Ino, f: Fh, o: u64, s: u32) -> VfsResult<Bytes> {
+        self.inner.read(c, i, f, o, s).await
+    }
+    async fn write(&self, c: &RequestCtx, i: Ino, f: Fh, o: u64, d: &[u8]) -> VfsResult<u32> {
+        let r = self.inner.write(c, i, f, o, d).await;
+        self.note(format!("write {} -> {:?}", d.len(), r.as_ref().map_err(|e| e.errno())));
+        r
+    }
+    async fn fsync(&self, c: &RequestCtx, i: Ino, f: Fh, d: bool) -> VfsResult<()> {
+        let r = self.inner.fsync(c, i, f, d).await;
+        self.note(format!("fsync datasync={d} -> {:?}", r.as_ref().map_err(|e| e.errno())));
+        r
+    }
+    async fn release(&self, c: &RequestCtx, i: Ino, f: Fh) -> VfsResult<()> {
+        self.note("release".to_string());
+        self.inner.release(c, i, f).await
+    }
+    async fn readdir(&self, c: &RequestCtx, i: Ino, k: u64, m: usize) -> VfsResult<Vec<DirEntry>> {
+        self.inner.readdir(c, i, k, m).await
+    }
+    async fn readdirplus(&self, c: &RequestCtx, i: Ino, k: u64, m: usize) -> VfsResult<Vec<DirEntryPlus>> {
+        self.inner.readdirplus(c, i, k, m).await
+    }
+    async fn statfs(&self, c: &RequestCtx, i: Ino) -> VfsResult<StatFs> {
+        self.inner.statfs(c, i).await
+    }
+    async fn access(&self, c: &RequestCtx, i: Ino, m: u32) -> VfsResult<()> {
+        self.inner.access(c, i, m).await
+    }
+}
+
+/// LOOKUP of `name` in `dir`: its handle and attributes, or the status.
+pub async fn lookup(c: &mut Client, dir: &nfs_fh3, name: &str) -> Result<(nfs_fh3, fattr3), nfsstat3> {
+    let args = LOOKUP3args {
+        what: diropargs3 {
+            dir: dir.clone(),
+            name: filename3(Opaque::borrowed(name.as_bytes())),
+        },
+    };
+    match c.lookup(&args).await.unwrap() {
+        LOOKUP3res::Ok(ok) => match ok.obj_attributes {
+            post_op_attr::Some(a) => Ok((ok.object, a)),
+            post_op_attr::None => Err(nfsstat3::NFS3ERR_IO),
+        },
+        LOOKUP3res::Err((s, _)) => Err(s),
+    }
+}
+
+pub async fn read(c: &mut Client, fh: &nfs_fh3, offset: u64, count: u32) -> Result<Vec<u8>, nfsstat3> {
+    let args = READ3args {
+        file: fh.clone(),
+        offset,
+        count,
+    };
+    match c.read(&args).await.unwrap() {
+        READ3res::Ok(ok) => Ok(ok.data.0.into_owned()),
+        READ3res::Err((s, _)) => Err(s),
+    }
+}
+
+pub async fn write(
+    c: &mut Client,
+    fh: &nfs_fh3,
+    offset: u64,
+    data: &[u8],
+    stable: stable_how,
+) -> Result<WRITE3resok, nfsstat3> {
+    let args = WRITE3args {
+        file: fh.clone(),
+        offset,
+        count: data.len() as u32,
+        stable,
+        data: Opaque::borrowed(data),
+    };
+    match c.write(&args).await.unwrap() {
+        WRITE3res::Ok(ok) => Ok(ok),
+        WRITE3res::Err((s, _)) => Err(s),
+    }
+}
+
+pub async fn getattr(c: &mut Client, fh: &nfs_fh3) -> Result<fattr3, nfsstat3> {
+    match c.getattr(&GETATTR3args { object: fh.clone() }).await.unwrap() {
+        GETATTR3res::Ok(ok) => Ok(ok.obj_attributes),
+        GETATTR3res::Err((s, _)) => Err(s),
+    }
+}
+
+pub async fn setattr_size(c: &mut Client, fh: &nfs_fh3, size: u64) -> Result<(), nfsstat3> {
+    let args = SETATTR3args {
+        object: fh.clone(),
+        new_attributes: sattr(&SetAttr::size(size)),
+        guard: sattrguard3::None,
+    };
+    match c.setattr(&args).await.unwrap() {
+        SETATTR3res::Ok(_) => Ok(()),
+        SETATTR3res::Err((s, _)) => Err(s),
+    }
+}
+
+/// A plain connection to the NFS program of `addr` (no MNT: handles are all it needs).
+pub async fn connect(addr: SocketAddr, uid: u32, gid: u32) -> Client {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    Client::new_with_auth(TokioIo::new(stream), unix_cred(uid, gid), opaque_auth::default())
+}
