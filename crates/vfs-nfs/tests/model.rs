@@ -11,6 +11,8 @@
 //! `VFS_NFS_MODEL_CASES` sets the number of sequences (default 800, about 13,000
 //! operations); `VFS_TESTKIT_SEED` makes the generation reproducible.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::Arc;

@@ -8,6 +8,8 @@
 //!
 //! Run with `--nocapture` to see the handle and every answer.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -4,6 +4,8 @@
 //! Scenarios that cannot hold over NFSv3 are listed at the end with the reason; each is
 //! asserted to *fail*, so the list stays true.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::Arc;

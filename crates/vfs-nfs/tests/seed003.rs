@@ -1,6 +1,8 @@
 //! Seed 003 (hf-mount PRs #177, #178, #185) through a real NFS client, on `LocalFs`, where
 //! a descriptor opened read-only really answers `EBADF` to a write.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! fsync returned; `UNSTABLE` is answered `UNSTABLE` and COMMIT fsyncs; the verifier is the
 //! same for one server instance and changes with a restart.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::sync::Arc;
