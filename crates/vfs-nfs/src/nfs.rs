@@ -378,6 +378,7 @@ async fn write<F: VirtualFs>(s: &Shared<F>, ctx: &RequestCtx, r: &mut XdrReader<
     {
         fail!(nfsstat3::NFS3ERR_FBIG, WRITE3resfail::default());
     }
+    tracing::trace!(op = "write", ino = ino.0, offset, count, stable = %stable, "write");
     let written: VfsResult<u32> = async {
         perm::check_data(&*s.fs, ctx, ino, access_mask::WRITE).await?;
         let n = if data.is_empty() {
@@ -849,6 +850,14 @@ async fn readdir<F: VirtualFs>(s: &Shared<F>, ctx: &RequestCtx, r: &mut XdrReade
     if entries.is_empty() && !eof {
         fail!(nfsstat3::NFS3ERR_TOOSMALL, READDIR3resfail { dir_attributes: attrs });
     }
+    tracing::trace!(
+        op = "readdir",
+        dir = dir.0,
+        cookie,
+        entries = entries.0.len(),
+        eof,
+        "directory page"
+    );
     Ok(body(&READDIR3res::Ok(READDIR3resok {
         dir_attributes: attrs,
         cookieverf: COOKIEVERF,
@@ -918,6 +927,14 @@ async fn readdirplus<F: VirtualFs>(s: &Shared<F>, ctx: &RequestCtx, r: &mut XdrR
             READDIRPLUS3resfail { dir_attributes: attrs }
         );
     }
+    tracing::trace!(
+        op = "readdirplus",
+        dir = dir.0,
+        cookie,
+        entries = entries.0.len(),
+        eof,
+        "directory page"
+    );
     Ok(body(&READDIRPLUS3res::Ok(READDIRPLUS3resok {
         dir_attributes: attrs,
         cookieverf: COOKIEVERF,
@@ -1016,6 +1033,7 @@ async fn commit<F: VirtualFs>(s: &Shared<F>, ctx: &RequestCtx, r: &mut XdrReader
         }
     );
     // The whole file, whatever range was asked: what fsync(2) offers.
+    tracing::trace!(op = "commit", ino = ino.0, "commit");
     let done = s.pool.fsync(ctx, ino, false).await;
     let file_wcc = wcc(s, ctx, ino).await;
     Ok(match done {
