@@ -338,12 +338,17 @@ async fn read<F: VirtualFs>(s: &Shared<F>, ctx: &RequestCtx, r: &mut XdrReader<'
                 post_op_attr::Some(a) => offset.saturating_add(u64::from(n)) >= a.size,
                 post_op_attr::None => n < count,
             };
-            body(&READ3res::Ok(READ3resok {
-                file_attributes: attrs,
-                count: n,
-                eof,
-                data: Opaque::borrowed(&data),
-            }))
+            // READ3resok up to the data's length word; the data follows uncopied.
+            let mut head = Vec::with_capacity(4 + attrs.packed_size() + 12);
+            let packed = (
+                nfsstat3::NFS3_OK.pack(&mut head),
+                attrs.pack(&mut head),
+                n.pack(&mut head),
+            );
+            match (packed, eof.pack(&mut head), n.pack(&mut head)) {
+                ((Ok(_), Ok(_), Ok(_)), Ok(_), Ok(_)) => Answer::BodyThenData(head, data),
+                _ => Answer::Garbage,
+            }
         }
         Err(e) => {
             trace_err("read", &e);

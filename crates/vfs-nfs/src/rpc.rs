@@ -9,6 +9,7 @@
 
 use std::io;
 
+use bytes::Bytes;
 use nfs3_types::rpc::{
     accept_stat_data, accepted_reply, auth_stat, msg_body, opaque_auth, rejected_reply, reply_body, rpc_msg,
 };
@@ -105,7 +106,7 @@ pub enum BadCall {
     /// Not even an `xid` and a `CALL` marker: close the connection.
     Unreadable,
     /// Answer with this reply (already encoded, record mark included).
-    Reply(Vec<u8>),
+    Reply(Reply),
 }
 
 /// Decodes the header of the call in `record`; on success also returns the offset of its
@@ -172,9 +173,38 @@ fn decode_auth_unix(body: &[u8]) -> Result<Cred, Garbage> {
     Ok(Cred::Unix { uid, gid, gids })
 }
 
+/// An encoded reply: `head` (record mark included), then `data` and its XDR padding. A
+/// READ's data travels as the `Bytes` the backend returned, without being copied into the
+/// head.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Reply {
+    /// Record mark, reply header and result, up to and including the data's length word.
+    pub head: Vec<u8>,
+    /// Opaque data that ends the result (empty for most replies); padded on the wire.
+    pub data: Bytes,
+}
+
+impl Reply {
+    /// The padding the data needs.
+    pub fn padding(&self) -> &'static [u8] {
+        &[0u8; 3][..crate::xdr::pad(self.data.len())]
+    }
+
+    /// The whole reply as one buffer (for tests).
+    #[cfg(test)]
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.data[..], self.padding()].concat()
+    }
+}
+
 /// Encodes an accepted reply (`stat`, then `body` if `stat` is `SUCCESS`) with its record
 /// mark.
-pub fn accepted(xid: u32, stat: &accept_stat_data, body: Option<&[u8]>) -> Vec<u8> {
+pub fn accepted(xid: u32, stat: &accept_stat_data, body: Option<&[u8]>) -> Reply {
+    accepted_with_data(xid, stat, body.unwrap_or_default(), Bytes::new())
+}
+
+/// Like [`accepted`], with opaque `data` after `body` (which ends with its length).
+pub fn accepted_with_data(xid: u32, stat: &accept_stat_data, body: &[u8], data: Bytes) -> Reply {
     let msg = rpc_msg {
         xid,
         body: msg_body::REPLY(reply_body::MSG_ACCEPTED(accepted_reply {
@@ -182,16 +212,16 @@ pub fn accepted(xid: u32, stat: &accept_stat_data, body: Option<&[u8]>) -> Vec<u
             reply_data: clone_stat(stat),
         })),
     };
-    frame(&msg, body.unwrap_or_default())
+    frame(&msg, body, data)
 }
 
 /// Encodes a denied reply.
-pub fn denied(xid: u32, why: rejected_reply) -> Vec<u8> {
+pub fn denied(xid: u32, why: rejected_reply) -> Reply {
     let msg = rpc_msg {
         xid,
         body: msg_body::REPLY(reply_body::MSG_DENIED(why)),
     };
-    frame(&msg, &[])
+    frame(&msg, &[], Bytes::new())
 }
 
 fn clone_stat(s: &accept_stat_data) -> accept_stat_data {
@@ -205,18 +235,18 @@ fn clone_stat(s: &accept_stat_data) -> accept_stat_data {
     }
 }
 
-/// `msg` then `body`, behind a single last-fragment record mark.
-fn frame(msg: &rpc_msg<'_, '_>, body: &[u8]) -> Vec<u8> {
-    let len = msg.packed_size() + body.len();
-    let mut out = Vec::with_capacity(4 + len);
+/// `msg`, `body`, `data` and its padding, behind a single last-fragment record mark.
+fn frame(msg: &rpc_msg<'_, '_>, body: &[u8], data: Bytes) -> Reply {
+    let len = msg.packed_size() + body.len() + data.len() + crate::xdr::pad(data.len());
+    let mut head = Vec::with_capacity(4 + msg.packed_size() + body.len());
     // Replies are at most MAX_IO plus headers, far below 2^31.
     let mark = u32::try_from(len).unwrap_or(u32::MAX >> 1) | LAST_FRAGMENT;
-    out.extend_from_slice(&mark.to_be_bytes());
-    if msg.pack(&mut out).is_err() {
-        out.truncate(4);
+    head.extend_from_slice(&mark.to_be_bytes());
+    if msg.pack(&mut head).is_err() {
+        head.truncate(4);
     }
-    out.extend_from_slice(body);
-    out
+    head.extend_from_slice(body);
+    Reply { head, data }
 }
 
 #[cfg(test)]
@@ -269,7 +299,7 @@ mod tests {
     fn defects_get_the_right_reply() {
         assert!(matches!(decode_call(&[0, 0, 0, 7]), Err(BadCall::Unreadable)));
         let reply_to = |rec: &[u8]| match decode_call(rec) {
-            Err(BadCall::Reply(r)) => r,
+            Err(BadCall::Reply(r)) => r.to_vec(),
             other => panic!("{other:?}"),
         };
         // rpcvers 3: MSG_DENIED / RPC_MISMATCH 2..2.
