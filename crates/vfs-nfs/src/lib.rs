@@ -44,4 +44,6 @@ pub mod status;
 mod xdr;
 
 pub use rpc::{MAX_IO, MAX_RECORD};
+#[doc(hidden)]
+pub use server::RecordResponder;
 pub use server::{Credentials, NOBODY, NfsConfig, NfsServer};

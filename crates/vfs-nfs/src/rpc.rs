@@ -190,9 +190,8 @@ impl Reply {
         &[0u8; 3][..crate::xdr::pad(self.data.len())]
     }
 
-    /// The whole reply as one buffer (for tests).
-    #[cfg(test)]
-    pub fn to_vec(&self) -> Vec<u8> {
+    /// The whole reply as one buffer, record mark included.
+    pub fn to_bytes(&self) -> Vec<u8> {
         [&self.head[..], &self.data[..], self.padding()].concat()
     }
 }
@@ -299,7 +298,7 @@ mod tests {
     fn defects_get_the_right_reply() {
         assert!(matches!(decode_call(&[0, 0, 0, 7]), Err(BadCall::Unreadable)));
         let reply_to = |rec: &[u8]| match decode_call(rec) {
-            Err(BadCall::Reply(r)) => r.to_vec(),
+            Err(BadCall::Reply(r)) => r.to_bytes(),
             other => panic!("{other:?}"),
         };
         // rpcvers 3: MSG_DENIED / RPC_MISMATCH 2..2.

@@ -416,3 +416,38 @@ pub(crate) fn body<T: nfs3_types::xdr_codec::Pack>(result: &T) -> Answer {
         Err(_) => Answer::Garbage,
     }
 }
+
+/// Answers single records without a socket: the request path of a connection, from the
+/// bytes of one record to the bytes of its reply. For fuzzing (`fuzz/`) and tests.
+#[doc(hidden)]
+pub struct RecordResponder<F: VirtualFs> {
+    shared: Arc<Shared<F>>,
+}
+
+impl<F: VirtualFs> RecordResponder<F> {
+    /// A responder for `fs`, as a server on port `port` would answer.
+    pub fn new(fs: Arc<F>, config: NfsConfig, port: u16) -> Self {
+        let generation = Generation::of(&*fs);
+        RecordResponder {
+            shared: Arc::new(Shared {
+                pool: HandlePool::new(Arc::clone(&fs), config.pool_capacity),
+                fs,
+                generation,
+                fsid: generation.0,
+                write_verf: [0; 8],
+                config,
+                port,
+            }),
+        }
+    }
+
+    /// The reply to `record` (the bytes of one record, without its marks), or `None` where
+    /// a connection would be closed.
+    pub async fn answer(&self, record: &[u8]) -> Option<Vec<u8>> {
+        match rpc::decode_call(record) {
+            Err(BadCall::Unreadable) => None,
+            Err(BadCall::Reply(r)) => Some(r.to_bytes()),
+            Ok((call, at)) => Some(dispatch(&self.shared, &call, &record[at..]).await.to_bytes()),
+        }
+    }
+}
