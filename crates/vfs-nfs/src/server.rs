@@ -59,7 +59,8 @@ pub struct NfsConfig {
     pub pool_capacity: usize,
     /// Most calls of one connection processed at the same time.
     pub max_in_flight: usize,
-    /// How long the rest of a record may take to arrive once its first byte has.
+    /// How long the rest of a record may take to arrive once its first byte has (zero: no
+    /// limit).
     pub record_timeout: Duration,
     /// Whose identity calls run as.
     pub credentials: Credentials,
@@ -329,6 +330,9 @@ async fn timed_record(
         Ok(0) => return Some(Ok(false)),
         Ok(_) => {}
         Err(e) => return Some(Err(RecordError::Io(e))),
+    }
+    if timeout.is_zero() {
+        return Some(rpc::read_record(rd, MAX_RECORD, buf).await);
     }
     tokio::time::timeout(timeout, rpc::read_record(rd, MAX_RECORD, buf))
         .await
