@@ -12,6 +12,7 @@
 pub mod barrier;
 pub mod error;
 pub mod fh;
+pub mod invalidate;
 #[cfg(target_os = "linux")]
 pub mod localfs;
 pub mod lock_order;
@@ -26,6 +27,7 @@ pub mod types;
 pub mod vfs;
 
 pub use error::{Errno, VfsError, VfsResult};
+pub use invalidate::{Invalidator, NoInvalidator};
 pub use types::*;
 pub use vfs::{InodeStability, VirtualFs, access_mask, check_access, check_xattr};
 

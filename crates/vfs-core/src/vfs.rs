@@ -14,6 +14,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
+use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 
@@ -276,6 +277,20 @@ pub trait VirtualFs: Send + Sync + 'static {
     fn release(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> impl Future<Output = VfsResult<()>> + Send {
         let _ = (ctx, ino, fh);
         async { Ok(()) }
+    }
+
+    /// A host descriptor for the open regular file `fh` of `ino`, for a front end that can
+    /// hand the kernel the backing file itself (FUSE passthrough): reads and writes through
+    /// that handle then go from the kernel to the host file without calling
+    /// [`VirtualFs::read`] or [`VirtualFs::write`]. Only a backend whose reads and writes
+    /// are exactly those of this descriptor may answer `Some`; the front end offers it only
+    /// when asked to (a mount option) and falls back to ordinary reads and writes if the
+    /// kernel refuses.
+    ///
+    /// Default: `None`, every read and write goes through the backend.
+    fn passthrough_fd(&self, ino: Ino, fh: Fh) -> Option<OwnedFd> {
+        let _ = (ino, fh);
+        None
     }
 
     /// Up to `max` entries of directory `ino` after `cookie` (0: from the start).

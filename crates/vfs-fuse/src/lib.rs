@@ -1,2 +1,30 @@
-//! FUSE adapter: mounts any `vfs_core::VirtualFs` through the kernel (crate `fuser`). Placeholder until the FUSE issue lands.
+//! `vfs-fuse`: any [`vfs_core::VirtualFs`] mounted through the kernel's FUSE, with the
+//! crate `fuser`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use vfs_core::memfs::MemFs;
+//!
+//! let mount = vfs_fuse::mount(Arc::new(MemFs::new()), "/mnt/memfs", &vfs_fuse::MountOptions::default())?;
+//! // ... the filesystem is served until `mount` is dropped.
+//! mount.unmount()?;
+//! # Ok::<(), vfs_fuse::MountError>(())
+//! ```
+//!
+//! Invariant of the crate: it translates and holds no filesystem logic. Each kernel
+//! request is one backend call whose answer is the reply; what the kernel may cache is
+//! set by [`MountOptions`] (attribute and entry TTLs; negative lookups never cached by
+//! default); a backend whose data changes underneath tells the kernel through the
+//! mount's [`vfs_core::Invalidator`], which queues and never blocks; `forget` reaches the
+//! backend. What a FUSE user sees is written in `doc/SEMANTICS.md`.
 #![warn(missing_docs)]
+
+mod adapter;
+mod convert;
+mod invalidate;
+mod mount;
+mod options;
+
+pub use invalidate::QueuedInvalidator;
+pub use mount::{Mount, MountError, mount};
+pub use options::{Dispatch, MountOptions};

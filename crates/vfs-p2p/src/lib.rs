@@ -1,2 +1,29 @@
-//! Peer-to-peer adapter: shares any `vfs_core::VirtualFs` with an authenticated, encrypted peer. Placeholder until the P2P issue lands.
+//! `vfs-p2p`: share any [`vfs_core::VirtualFs`] with another machine over an
+//! authenticated, encrypted link; the other side gets a `VirtualFs` that reads on demand.
+//!
+//! Invariant of the crate: nothing a peer sends can make this side panic, allocate
+//! without a bound, or read a request before the peer's key was checked. Every decoder
+//! of peer bytes ([`wire::Frame::decode`], [`wire::Reassembler`], the record layer
+//! [`transport::noise::Sealer::open`], the handshake) returns an error on bad input; an
+//! error ends that one link with a logged reason and nothing else.
+//!
+//! Layers, bottom up:
+//!
+//! - [`identity`]: static X25519 keys, their one-line text form, the allowlist.
+//! - [`transport`]: the [`transport::Transport`] trait (authenticated duplex of frames)
+//!   and its Noise-over-TCP implementation [`transport::noise::NoiseTcp`].
+//! - [`wire`]: versioned frames (requests, replies, data chunks, notifications) and
+//!   reassembly of payloads split into chunks.
+//! - [`mux`]: the writer that puts control frames ahead of bulk chunks.
+//! - [`rpc`]: calls matched to replies with bounded waits, the serving loop, and
+//!   closing a link on the first bad frame.
 #![warn(missing_docs)]
+
+pub mod identity;
+pub mod mux;
+pub mod rpc;
+pub mod transport;
+pub mod wire;
+
+#[doc(hidden)]
+pub mod fuzzing;

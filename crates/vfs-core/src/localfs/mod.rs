@@ -833,6 +833,24 @@ impl VirtualFs for LocalFs {
         }
     }
 
+    fn passthrough_fd(&self, ino: Ino, fh: Fh) -> Option<OwnedFd> {
+        let mut tok = Locked::<Unlocked>::new();
+        let f = self.handle(&mut tok, ino, fh).ok()?;
+        // Reads and writes of a handle are plain pread/pwrite on this descriptor, so the
+        // kernel may use a duplicate of it directly (regular files only).
+        let st = statx_fd(f.fd.as_fd()).ok()?;
+        if kind_of(&st).ok()? != FileType::Regular {
+            return None;
+        }
+        match f.fd.try_clone() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                debug!(%ino, error = %e, "passthrough: could not duplicate the descriptor");
+                None
+            }
+        }
+    }
+
     async fn readdir(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
         let mut tok = Locked::<Unlocked>::new();
         let dir = self.resolve_dir(&mut tok, ino).await?;

@@ -1289,3 +1289,30 @@ async fn concurrent_lookups_and_forgets_balance() {
     assert_eq!(fx.fs.inner.budget.held(), held0);
     assert!(fx.fs.inner.handles.read(&mut Locked::<Unlocked>::new()).is_empty());
 }
+
+// ---- passthrough -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn passthrough_fd_is_the_handles_file() {
+    let fx = Fx::new();
+    let (a, fh) = fx
+        .fs
+        .create(&CTX, Ino::ROOT, nm("pt"), 0o644, 0o022, OpenFlags::RDWR)
+        .await
+        .unwrap();
+    let fd = fx
+        .fs
+        .passthrough_fd(a.ino, fh)
+        .expect("a regular file's handle has a descriptor");
+    // Writing through the duplicate is writing to the file the handle reads.
+    rustix::io::pwrite(&fd, b"through the kernel", 0).unwrap();
+    assert_eq!(
+        &fx.fs.read(&CTX, a.ino, fh, 0, 100).await.unwrap()[..],
+        b"through the kernel"
+    );
+    // Unknown handles and another inode's handle have none.
+    assert!(fx.fs.passthrough_fd(a.ino, Fh(fh.0 + 1000)).is_none());
+    assert!(fx.fs.passthrough_fd(Ino::ROOT, fh).is_none());
+    fx.fs.release(&CTX, a.ino, fh).await.unwrap();
+    assert!(fx.fs.passthrough_fd(a.ino, fh).is_none());
+}

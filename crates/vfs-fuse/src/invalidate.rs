@@ -1,0 +1,114 @@
+//! Kernel cache invalidation, queued and sent from a thread of its own.
+//!
+//! Invariant: [`QueuedInvalidator`]'s methods only push onto an unbounded queue; they never
+//! touch `/dev/fuse`, never block, and so are safe from inside any request handler, with
+//! any lock held. One dedicated thread drains the queue into `fuser`'s [`fuser::Notifier`].
+//! The kernel handles `INVAL_ENTRY` synchronously (it takes the directory's lock and may
+//! need a request answered meanwhile); sent from a request thread that is the deadlock of
+//! fuser issue #320. From this thread, the session threads keep answering while a notice
+//! waits for the kernel. After [`QueuedInvalidator::close`] every call is a no-op.
+
+use std::ffi::{OsStr, OsString};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use tracing::{debug, trace};
+use vfs_core::{Ino, Invalidator};
+
+enum Notice {
+    Inode { ino: Ino, offset: i64, len: i64 },
+    Entry { parent: Ino, name: OsString },
+    Stop,
+}
+
+/// The [`Invalidator`] of a FUSE mount. Get it from [`crate::Mount::invalidator`] and give
+/// it to a backend whose data changes underneath the kernel. See the [module docs](self).
+#[derive(Debug)]
+pub struct QueuedInvalidator {
+    tx: Mutex<Option<mpsc::Sender<Notice>>>,
+    closed: AtomicBool,
+    sent: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Inode { ino, offset, len } => write!(f, "inval_inode({ino}, {offset}, {len})"),
+            Notice::Entry { parent, name } => write!(f, "inval_entry({parent}, {name:?})"),
+            Notice::Stop => f.write_str("stop"),
+        }
+    }
+}
+
+impl QueuedInvalidator {
+    /// Starts the sending thread over `notifier`.
+    pub(crate) fn start(notifier: fuser::Notifier) -> std::io::Result<(Arc<QueuedInvalidator>, JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel::<Notice>();
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        let thread = std::thread::Builder::new()
+            .name("vfs-fuse-inval".into())
+            .spawn(move || {
+                while let Ok(notice) = rx.recv() {
+                    let r = match &notice {
+                        Notice::Inode { ino, offset, len } => {
+                            notifier.inval_inode(fuser::INodeNo(ino.0), *offset, *len)
+                        }
+                        Notice::Entry { parent, name } => notifier.inval_entry(fuser::INodeNo(parent.0), name),
+                        Notice::Stop => break,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    match r {
+                        Ok(()) => trace!(?notice, "sent"),
+                        // The mount is going away, or the kernel no longer knows the inode.
+                        Err(e) => debug!(?notice, error = %e, "invalidation not delivered"),
+                    }
+                }
+            })?;
+        let inval = Arc::new(QueuedInvalidator {
+            tx: Mutex::new(Some(tx)),
+            closed: AtomicBool::new(false),
+            sent,
+        });
+        Ok((inval, thread))
+    }
+
+    fn push(&self, notice: Notice) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(tx) = self.tx.lock().as_ref() {
+            // A send fails only once the thread has stopped: nothing left to invalidate.
+            let _ = tx.send(notice);
+        }
+    }
+
+    /// Notices handed to the kernel so far (delivered or not), for tests.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops the sending thread after the notices already queued; later calls do nothing.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(tx) = self.tx.lock().take() {
+            let _ = tx.send(Notice::Stop);
+        }
+    }
+}
+
+impl Invalidator for QueuedInvalidator {
+    fn inval_inode(&self, ino: Ino, offset: i64, len: i64) {
+        self.push(Notice::Inode { ino, offset, len });
+    }
+
+    fn inval_entry(&self, parent: Ino, name: &OsStr) {
+        self.push(Notice::Entry {
+            parent,
+            name: name.to_os_string(),
+        });
+    }
+}

@@ -1,0 +1,208 @@
+//! Mounting and unmounting: [`mount`] and the [`Mount`] guard.
+//!
+//! Invariants:
+//! - **A mount never outlives its guard.** Dropping a [`Mount`] (also while a test
+//!   unwinds from a panic) unmounts it; if the mount is busy it is detached lazily
+//!   (`MNT_DETACH`) so the mount point is free at once, and the session ends when its last
+//!   user lets go.
+//! - **Failures to mount are one clear line each** ([`MountError`]): a missing mount
+//!   point, one that is not a directory, no `/dev/fuse`, no `fusermount3` (with the
+//!   Debian package to install).
+//! - The backend runs on a tokio runtime owned by the mount, so mounting works from
+//!   inside or outside another runtime, and the invalidation thread stops with the mount.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tracing::debug;
+use vfs_core::{Invalidator, VirtualFs};
+
+use crate::adapter::FuseAdapter;
+use crate::invalidate::QueuedInvalidator;
+use crate::options::MountOptions;
+
+/// Why a filesystem could not be mounted. Each displays as one line saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount point does not exist.
+    #[error("mount point {0} does not exist (create it first: mkdir -p {0})")]
+    MountpointMissing(PathBuf),
+    /// The mount point is not a directory.
+    #[error("mount point {0} is not a directory")]
+    NotADirectory(PathBuf),
+    /// `/dev/fuse` is missing: no FUSE in this kernel, or not passed into the container.
+    #[error(
+        "/dev/fuse is missing: load the fuse module (modprobe fuse), or give the container the device (--device /dev/fuse)"
+    )]
+    NoDevFuse,
+    /// `fusermount3`, needed to mount without root, is not installed.
+    #[error("fusermount3 is not installed; install it with: apt-get install fuse3")]
+    NoFusermount,
+    /// Any other failure, as the kernel or `fusermount3` reported it.
+    #[error("cannot mount on {path}: {source}")]
+    Io {
+        /// The mount point.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+}
+
+/// Whether `name` is an executable file in one of the `PATH` directories.
+fn in_path(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsStr::new("/usr/bin:/bin").to_os_string());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin"), PathBuf::from("/sbin")])
+        .any(|dir| rustix::fs::access(dir.join(name), rustix::fs::Access::EXEC_OK).is_ok())
+}
+
+/// The checks that turn the common mistakes into one clear line before anything is tried.
+fn preflight(mountpoint: &Path) -> Result<(), MountError> {
+    match std::fs::metadata(mountpoint) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(MountError::MountpointMissing(mountpoint.to_path_buf()));
+        }
+        Err(e) => {
+            return Err(MountError::Io {
+                path: mountpoint.to_path_buf(),
+                source: e,
+            });
+        }
+        Ok(m) if !m.is_dir() => return Err(MountError::NotADirectory(mountpoint.to_path_buf())),
+        Ok(_) => {}
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err(MountError::NoDevFuse);
+    }
+    // Root mounts with mount(2) itself; everyone else goes through the setuid helper.
+    if !rustix::process::geteuid().is_root() && !in_path("fusermount3") {
+        return Err(MountError::NoFusermount);
+    }
+    Ok(())
+}
+
+/// A mounted filesystem. Dropping it unmounts (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Mount {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    invalidator: Arc<QueuedInvalidator>,
+    inval_thread: Option<JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Mounts `fs` on `mountpoint` and serves it until the returned [`Mount`] is dropped or
+/// [`Mount::unmount`]ed.
+///
+/// Errors: [`MountError`], one line each.
+pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &MountOptions) -> Result<Mount, MountError> {
+    let mountpoint = mountpoint.as_ref();
+    preflight(mountpoint)?;
+    let io_err = |source: io::Error| MountError::Io {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all().thread_name("vfs-fuse-rt");
+    if let Some(n) = opts.runtime_threads {
+        rt.worker_threads(n.max(1));
+    }
+    let runtime = rt.build().map_err(io_err)?;
+    let fsname = opts.fsname.clone().unwrap_or_else(|| fs.source_id().to_owned());
+    let adapter = FuseAdapter::new(fs, runtime.handle().clone(), opts);
+    let session = fuser::Session::new(adapter, mountpoint, &opts.fuser_config(&fsname)).map_err(|e| {
+        // Root failed to mount(2) and fuser fell back to a helper that is not installed.
+        if e.kind() == io::ErrorKind::NotFound && !in_path("fusermount3") {
+            MountError::NoFusermount
+        } else {
+            io_err(e)
+        }
+    })?;
+    let notifier = session.notifier();
+    let (invalidator, inval_thread) = QueuedInvalidator::start(notifier).map_err(io_err)?;
+    let session = session.spawn().map_err(io_err)?;
+    debug!(mountpoint = %mountpoint.display(), %fsname, "mounted");
+    Ok(Mount {
+        session: Some(session),
+        mountpoint: mountpoint.to_path_buf(),
+        invalidator,
+        inval_thread: Some(inval_thread),
+        runtime: Some(runtime),
+    })
+}
+
+impl Mount {
+    /// Where the filesystem is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The kernel-cache invalidator of this mount, for a backend whose data changes
+    /// underneath the kernel. Safe to call from anywhere, including inside the backend's
+    /// own operations (see [`QueuedInvalidator`]).
+    pub fn invalidator(&self) -> Arc<dyn Invalidator> {
+        Arc::clone(&self.invalidator) as Arc<dyn Invalidator>
+    }
+
+    /// The invalidator with its concrete type (to read [`QueuedInvalidator::sent`]).
+    pub fn queued_invalidator(&self) -> Arc<QueuedInvalidator> {
+        Arc::clone(&self.invalidator)
+    }
+
+    /// Whether the session is still serving (false once the filesystem was unmounted from
+    /// outside, e.g. with `umount`, or the kernel aborted the connection).
+    pub fn is_serving(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
+    }
+
+    /// Unmounts and waits for the session to end. If the mount is busy, it is detached
+    /// lazily and the error says so; the session then ends when its last user lets go.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), MountError> {
+        self.invalidator.close();
+        if let Some(t) = self.inval_thread.take() {
+            let _ = t.join();
+        }
+        let mut result = Ok(());
+        if let Some(Err(e)) = self.session.take().map(fuser::BackgroundSession::umount_and_join) {
+            debug!(mountpoint = %self.mountpoint.display(), error = %e, "unmount failed; detaching lazily");
+            lazy_detach(&self.mountpoint);
+            result = Err(MountError::Io {
+                path: self.mountpoint.clone(),
+                source: e,
+            });
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        result
+    }
+}
+
+/// Detaches the mount at `path` if it is still there (`umount -l`), as root directly,
+/// otherwise through `fusermount3 -u -z`.
+fn lazy_detach(path: &Path) {
+    if rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_ok() {
+        return;
+    }
+    let _ = std::process::Command::new("fusermount3")
+        .args(["-u", "-z", "--"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Mount options: what the kernel caches, who may enter, and how requests are run.
+//!
+//! Invariant: the defaults are the safe ones. The kernel checks permissions
+//! (`default_permissions`), a "does not exist" answer is never cached (negative TTL 0,
+//! seed 002 bug 3), cached pages are dropped on every open (no `keep_cache`), and nothing
+//! is handed to the kernel directly (no passthrough) unless asked for.
+
+use std::time::Duration;
+
+/// How requests read from `/dev/fuse` are run against the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Several `fuser` session threads, each reading a request and driving the backend's
+    /// future to completion on its own thread (`Handle::block_on`) before reading the
+    /// next. No copy of request data, no hand-off between threads. The default: measured
+    /// faster for backends that answer without waiting on a network (doc/BENCHMARKS.md).
+    Threads,
+    /// Session threads only read requests; each request runs as a task on the tokio
+    /// runtime and replies from there. Request data (names, written bytes) is copied once.
+    /// Better when backend operations wait on a network: a slow request holds a task,
+    /// not a session thread.
+    Spawn,
+}
+
+/// Everything about a mount that is not the backend. `MountOptions::default()` gives the
+/// safe defaults; set fields to change them.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Let users other than the one who mounted enter the filesystem (`allow_other`).
+    /// Needed when a service runs as its own user (PostgreSQL) or for permission tests.
+    /// Unprivileged users need `user_allow_other` in `/etc/fuse.conf`. Default: off.
+    pub allow_other: bool,
+    /// The kernel checks permissions against the attributes the backend reports
+    /// (`default_permissions`). Default: on. Off, permission checks are the backend's
+    /// (`VirtualFs::access` and each operation).
+    pub default_permissions: bool,
+    /// How long the kernel may reuse attributes without asking again. Default: 1 s.
+    pub attr_ttl: Duration,
+    /// How long the kernel may reuse a name → inode answer without asking again.
+    /// Default: 1 s.
+    pub entry_ttl: Duration,
+    /// How long the kernel may remember that a name does not exist. Default: zero, never
+    /// (a file that appears is found by the next lookup; seed 002 bug 3).
+    pub negative_ttl: Duration,
+    /// Keep cached file pages across opens (`FOPEN_KEEP_CACHE`). Only for backends whose
+    /// data never changes behind the kernel's back, or which invalidate when it does.
+    /// Default: off.
+    pub keep_cache: bool,
+    /// Let the kernel cache writes and send them in large batches (`FUSE_WRITEBACK_CACHE`):
+    /// much faster sequential writes; the kernel owns the size and mtime of a file while it
+    /// has dirty pages, and a write error surfaces at `fsync`/`close` instead of at
+    /// `write`. Only for backends nothing else writes to behind the kernel's back.
+    /// Default: off.
+    pub writeback_cache: bool,
+    /// Hand the kernel the backend's own descriptor of each open regular file, when the
+    /// backend has one (`VirtualFs::passthrough_fd`, e.g. `LocalFs`), so reads and writes
+    /// go from the kernel straight to the host file (FUSE passthrough, Linux 6.9+, needs
+    /// `CAP_SYS_ADMIN`). If the kernel refuses, files are served normally. Default: off.
+    pub passthrough: bool,
+    /// Mount read-only (`ro`). Default: off.
+    pub read_only: bool,
+    /// The source name shown in `/proc/mounts`. Default: the backend's `source_id`.
+    pub fsname: Option<String>,
+    /// How requests are run. Default: [`Dispatch::Threads`].
+    pub dispatch: Dispatch,
+    /// Session threads reading `/dev/fuse` (each with its own cloned descriptor).
+    /// Default with [`Dispatch::Threads`]: the number of CPUs, at least 2 and at most 8
+    /// (each thread carries one request at a time; more threads than CPUs measured slower
+    /// for one client, doc/BENCHMARKS.md). With [`Dispatch::Spawn`]: 2.
+    pub session_threads: Option<usize>,
+    /// Worker threads of the tokio runtime the backend runs on. Default: the number of
+    /// CPUs.
+    pub runtime_threads: Option<usize>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            default_permissions: true,
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+            negative_ttl: Duration::ZERO,
+            keep_cache: false,
+            writeback_cache: false,
+            passthrough: false,
+            read_only: false,
+            fsname: None,
+            dispatch: Dispatch::Threads,
+            session_threads: None,
+            runtime_threads: None,
+        }
+    }
+}
+
+impl MountOptions {
+    /// The number of session threads in effect.
+    pub fn effective_session_threads(&self) -> usize {
+        self.session_threads
+            .unwrap_or(match self.dispatch {
+                Dispatch::Threads => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+                Dispatch::Spawn => 2,
+            })
+            .max(1)
+    }
+
+    /// The `fuser` configuration for these options.
+    pub(crate) fn fuser_config(&self, fsname: &str) -> fuser::Config {
+        let mut mount_options = vec![
+            fuser::MountOption::FSName(fsname.to_owned()),
+            fuser::MountOption::Subtype("vfs".to_owned()),
+        ];
+        if self.default_permissions {
+            mount_options.push(fuser::MountOption::DefaultPermissions);
+        }
+        mount_options.push(if self.read_only {
+            fuser::MountOption::RO
+        } else {
+            fuser::MountOption::RW
+        });
+        let mut config = fuser::Config::default();
+        config.mount_options = mount_options;
+        config.acl = if self.allow_other {
+            fuser::SessionACL::All
+        } else {
+            fuser::SessionACL::Owner
+        };
+        config.n_threads = Some(self.effective_session_threads());
+        config.clone_fd = true;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_safe_ones() {
+        let o = MountOptions::default();
+        assert!(o.default_permissions);
+        assert!(!o.allow_other);
+        assert_eq!(o.negative_ttl, Duration::ZERO);
+        assert!(!o.keep_cache && !o.writeback_cache && !o.passthrough && !o.read_only);
+        let c = o.fuser_config("x");
+        assert!(c.mount_options.contains(&fuser::MountOption::DefaultPermissions));
+        assert_eq!(c.acl, fuser::SessionACL::Owner);
+        assert!((2..=8).contains(&c.n_threads.unwrap_or(0)));
+    }
+
+    #[test]
+    fn allow_other_and_spawn() {
+        let o = MountOptions {
+            allow_other: true,
+            dispatch: Dispatch::Spawn,
+            read_only: true,
+            ..MountOptions::default()
+        };
+        let c = o.fuser_config("x");
+        assert_eq!(c.acl, fuser::SessionACL::All);
+        assert_eq!(c.n_threads, Some(2));
+        assert!(c.mount_options.contains(&fuser::MountOption::RO));
+    }
+}

@@ -1,0 +1,524 @@
+//! In-process mounts on the real kernel: MemFs and LocalFs served through `vfs-fuse`, and
+//! driven with ordinary `std::fs` calls.
+//!
+//! Each test holds its mount in a [`vfs_fuse::Mount`], which unmounts when dropped, also
+//! while a failed assertion unwinds. Tests skip (saying so) only when `/dev/fuse` cannot
+//! be used at all; in CI it can, so they run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use vfs_core::localfs::LocalFs;
+use vfs_core::memfs::MemFs;
+use vfs_core::{Attr, DirEntry, Fh, Ino, Invalidator, Name, OpenFlags, RequestCtx, SetAttr, VfsResult, VirtualFs};
+use vfs_fuse::{Dispatch, Mount, MountError, MountOptions};
+
+/// Whether this machine can mount FUSE filesystems; prints why not when it cannot.
+fn fuse_usable() -> bool {
+    let dev = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse");
+    let root = rustix::process::geteuid().is_root();
+    match dev {
+        Ok(_) if root => true,
+        Ok(_) => {
+            eprintln!("SKIP: FUSE mount tests need root (they mount with mount(2) directly)");
+            false
+        }
+        Err(e) => {
+            eprintln!("SKIP: /dev/fuse is not usable here ({e}); FUSE mount tests not run");
+            false
+        }
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let target = path.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+}
+
+/// A mount point in a fresh temporary directory.
+struct Fx {
+    _tmp: TempDir,
+    mnt: PathBuf,
+    host: PathBuf,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let tmp = tempfile::Builder::new().prefix("vfs-fuse-test").tempdir().unwrap();
+        let mnt = tmp.path().join("mnt");
+        let host = tmp.path().join("host");
+        fs::create_dir(&mnt).unwrap();
+        fs::create_dir(&host).unwrap();
+        Fx { _tmp: tmp, mnt, host }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+}
+
+fn mount_with<F: VirtualFs>(fs: Arc<F>, fx: &Fx, opts: &MountOptions) -> Mount {
+    let m = vfs_fuse::mount(fs, &fx.mnt, opts).unwrap();
+    assert!(is_mounted(&fx.mnt));
+    m
+}
+
+/// Create, write, read, rename, link, symlink, list, chmod, truncate, unlink, rmdir.
+fn exercise(fx: &Fx) {
+    fs::write(fx.p("a.txt"), b"hello, fuse").unwrap();
+    assert_eq!(fs::read(fx.p("a.txt")).unwrap(), b"hello, fuse");
+    fs::create_dir(fx.p("d")).unwrap();
+    fs::rename(fx.p("a.txt"), fx.p("d/b.txt")).unwrap();
+    assert!(!fx.p("a.txt").exists());
+    fs::hard_link(fx.p("d/b.txt"), fx.p("d/c.txt")).unwrap();
+    assert_eq!(fs::metadata(fx.p("d/b.txt")).unwrap().nlink(), 2);
+    std::os::unix::fs::symlink("b.txt", fx.p("d/s")).unwrap();
+    assert_eq!(fs::read_link(fx.p("d/s")).unwrap(), Path::new("b.txt"));
+    assert_eq!(fs::read(fx.p("d/s")).unwrap(), b"hello, fuse");
+    let mut names: Vec<_> = fs::read_dir(fx.p("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b.txt", "c.txt", "s"]);
+    fs::set_permissions(fx.p("d/b.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::metadata(fx.p("d/c.txt")).unwrap().mode() & 0o777, 0o600);
+    let f = fs::OpenOptions::new().write(true).open(fx.p("d/b.txt")).unwrap();
+    f.set_len(5).unwrap();
+    drop(f);
+    assert_eq!(fs::read(fx.p("d/c.txt")).unwrap(), b"hello");
+    // A large write and read back (several FUSE requests each way).
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(fx.p("big"), &big).unwrap();
+    assert_eq!(fs::metadata(fx.p("big")).unwrap().len(), big.len() as u64);
+    assert!(fs::read(fx.p("big")).unwrap() == big);
+    // Many entries: a listing spans several readdir requests.
+    for i in 0..300 {
+        fs::write(fx.p(&format!("d/n{i:04}")), b"").unwrap();
+    }
+    assert_eq!(fs::read_dir(fx.p("d")).unwrap().count(), 303);
+    for i in 0..300 {
+        fs::remove_file(fx.p(&format!("d/n{i:04}"))).unwrap();
+    }
+    for n in ["b.txt", "c.txt", "s"] {
+        fs::remove_file(fx.p(&format!("d/{n}"))).unwrap();
+    }
+    fs::remove_dir(fx.p("d")).unwrap();
+    fs::remove_file(fx.p("big")).unwrap();
+    assert_eq!(fs::read_dir(&fx.mnt).unwrap().count(), 0);
+    // Errors come back as the backend's errno.
+    assert_eq!(
+        fs::metadata(fx.p("nope")).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(fs::remove_dir(&fx.mnt).unwrap_err().raw_os_error(), Some(libc::EBUSY));
+    let long = "x".repeat(256);
+    assert_eq!(
+        fs::write(fx.p(&long), b"").unwrap_err().raw_os_error(),
+        Some(libc::ENAMETOOLONG)
+    );
+}
+
+#[test]
+fn memfs_round_trip_threads() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let m = mount_with(Arc::new(MemFs::new()), &fx, &MountOptions::default());
+    exercise(&fx);
+    m.unmount().unwrap();
+    assert!(!is_mounted(&fx.mnt));
+}
+
+#[test]
+fn memfs_round_trip_spawn() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let opts = MountOptions {
+        dispatch: Dispatch::Spawn,
+        ..MountOptions::default()
+    };
+    let m = mount_with(Arc::new(MemFs::new()), &fx, &opts);
+    exercise(&fx);
+    drop(m);
+    assert!(!is_mounted(&fx.mnt));
+}
+
+#[test]
+fn localfs_round_trip_and_host_sees_it() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let m = mount_with(Arc::new(LocalFs::new(&fx.host).unwrap()), &fx, &MountOptions::default());
+    exercise(&fx);
+    fs::write(fx.p("kept"), b"on the host").unwrap();
+    assert_eq!(fs::read(fx.host.join("kept")).unwrap(), b"on the host");
+    drop(m);
+}
+
+#[test]
+fn localfs_passthrough_reads_and_writes_the_host_file() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let opts = MountOptions {
+        passthrough: true,
+        ..MountOptions::default()
+    };
+    let m = mount_with(Arc::new(LocalFs::new(&fx.host).unwrap()), &fx, &opts);
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(fx.p("pt"), &data).unwrap();
+    assert!(fs::read(fx.host.join("pt")).unwrap() == data);
+    assert!(fs::read(fx.p("pt")).unwrap() == data);
+    // Two handles of one inode at once share one backing file.
+    let mut a = fs::OpenOptions::new().read(true).write(true).open(fx.p("pt")).unwrap();
+    let mut b = fs::File::open(fx.p("pt")).unwrap();
+    a.seek(SeekFrom::Start(10)).unwrap();
+    a.write_all(b"XYZ").unwrap();
+    let mut buf = [0u8; 16];
+    b.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf[10..13], b"XYZ");
+    drop((a, b));
+    assert_eq!(fs::metadata(fx.p("pt")).unwrap().len(), data.len() as u64);
+    fs::remove_file(fx.p("pt")).unwrap();
+    exercise(&fx);
+    drop(m);
+}
+
+#[test]
+fn drop_unmounts_even_when_a_test_panics() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let mnt = fx.mnt.clone();
+    let r = std::panic::catch_unwind(|| {
+        let _m = vfs_fuse::mount(Arc::new(MemFs::new()), &mnt, &MountOptions::default()).unwrap();
+        fs::write(mnt.join("f"), b"x").unwrap();
+        panic!("a failing test");
+    });
+    assert!(r.is_err());
+    assert!(!is_mounted(&fx.mnt));
+}
+
+#[test]
+fn busy_mount_is_detached_on_drop() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let m = mount_with(Arc::new(MemFs::new()), &fx, &MountOptions::default());
+    fs::write(fx.p("f"), b"x").unwrap();
+    let open = fs::File::open(fx.p("f")).unwrap();
+    assert!(m.unmount().is_err(), "a busy mount cannot be unmounted normally");
+    assert!(!is_mounted(&fx.mnt), "but it is detached");
+    drop(open);
+}
+
+#[test]
+fn mount_errors_are_one_line_each() {
+    let fx = Fx::new();
+    let missing = fx.mnt.join("missing");
+    let e = vfs_fuse::mount(Arc::new(MemFs::new()), &missing, &MountOptions::default()).unwrap_err();
+    assert!(matches!(e, MountError::MountpointMissing(_)));
+    assert!(e.to_string().contains("does not exist") && !e.to_string().contains('\n'));
+    let file = fx.host.join("file");
+    fs::write(&file, b"").unwrap();
+    let e = vfs_fuse::mount(Arc::new(MemFs::new()), &file, &MountOptions::default()).unwrap_err();
+    assert!(matches!(e, MountError::NotADirectory(_)));
+    assert!(MountError::NoFusermount.to_string().contains("apt-get install fuse3"));
+    assert!(MountError::NoDevFuse.to_string().contains("/dev/fuse"));
+}
+
+// ---- forget reaches the backend ------------------------------------------------------
+
+/// MemFs that counts the kernel's forgets.
+struct Counting {
+    inner: MemFs,
+    forgotten: AtomicU64,
+}
+
+macro_rules! delegate_rest {
+    () => {
+        fn source_id(&self) -> &str {
+            self.inner.source_id()
+        }
+        async fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
+            self.inner.setattr(ctx, ino, set).await
+        }
+        async fn create(
+            &self,
+            ctx: &RequestCtx,
+            parent: Ino,
+            name: Name<'_>,
+            mode: u32,
+            umask: u32,
+            flags: OpenFlags,
+        ) -> VfsResult<(Attr, Fh)> {
+            self.inner.create(ctx, parent, name, mode, umask, flags).await
+        }
+        async fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
+            self.inner.unlink(ctx, parent, name).await
+        }
+        async fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+            self.inner.open(ctx, ino, flags).await
+        }
+        async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
+            self.inner.write(ctx, ino, fh, offset, data).await
+        }
+        async fn release(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
+            self.inner.release(ctx, ino, fh).await
+        }
+        async fn readdir(&self, ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+            self.inner.readdir(ctx, ino, cookie, max).await
+        }
+    };
+}
+
+impl VirtualFs for Counting {
+    delegate_rest!();
+    async fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
+        self.inner.lookup(ctx, parent, name).await
+    }
+    async fn forget(&self, ino: Ino, nlookup: u64) {
+        self.forgotten.fetch_add(nlookup, Ordering::Relaxed);
+        self.inner.forget(ino, nlookup).await
+    }
+    async fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
+        self.inner.getattr(ctx, ino, fh).await
+    }
+    async fn read(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
+        self.inner.read(ctx, ino, fh, offset, size).await
+    }
+}
+
+#[test]
+fn forget_reaches_the_backend() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let fs_ = Arc::new(Counting {
+        inner: MemFs::new(),
+        forgotten: AtomicU64::new(0),
+    });
+    let m = mount_with(Arc::clone(&fs_), &fx, &MountOptions::default());
+    for i in 0..50 {
+        fs::write(fx.p(&format!("f{i}")), b"x").unwrap();
+    }
+    for i in 0..50 {
+        fs::remove_file(fx.p(&format!("f{i}"))).unwrap();
+    }
+    // An unlinked inode with no user left is evicted at once, and its FORGET follows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs_.forgotten.load(Ordering::Relaxed) < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        fs_.forgotten.load(Ordering::Relaxed) >= 50,
+        "forgets reached the backend"
+    );
+    drop(m);
+}
+
+// ---- no stale absence, invalidation -------------------------------------------------------
+
+fn long_ttls() -> MountOptions {
+    MountOptions {
+        attr_ttl: Duration::from_secs(600),
+        entry_ttl: Duration::from_secs(600),
+        ..MountOptions::default()
+    }
+}
+
+/// Waits until the invalidation thread has handed `n` notices to the kernel.
+fn wait_sent(m: &Mount, n: u64) {
+    let q = m.queued_invalidator();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while q.sent() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(q.sent() >= n, "invalidations sent");
+}
+
+#[test]
+fn file_created_behind_the_kernels_back_is_found_at_once() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    // Long positive TTLs: only the (default, zero) negative TTL lets this pass.
+    let m = mount_with(Arc::new(LocalFs::new(&fx.host).unwrap()), &fx, &long_ttls());
+    for round in 0..3 {
+        let name = format!("late{round}");
+        assert!(fs::metadata(fx.p(&name)).is_err(), "absent at first");
+        fs::write(fx.host.join(&name), b"arrived").unwrap();
+        assert_eq!(fs::read(fx.p(&name)).unwrap(), b"arrived", "visible on the next lookup");
+    }
+    drop(m);
+}
+
+#[test]
+fn file_grown_behind_the_kernels_back_reads_at_its_new_size_after_invalidation() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let m = mount_with(Arc::new(LocalFs::new(&fx.host).unwrap()), &fx, &long_ttls());
+    let inval = m.invalidator();
+    fs::write(fx.p("grow"), b"0123456789").unwrap();
+    let ino = Ino(fs::metadata(fx.p("grow")).unwrap().ino());
+    let mut held = fs::File::open(fx.p("grow")).unwrap();
+    let mut first = Vec::new();
+    held.read_to_end(&mut first).unwrap();
+    assert_eq!(first, b"0123456789");
+
+    // The host appends: the kernel still has the old size cached (attr TTL 600 s).
+    let mut host = fs::OpenOptions::new().append(true).open(fx.host.join("grow")).unwrap();
+    host.write_all(&[b'x'; 90]).unwrap();
+    drop(host);
+
+    // With a handle open, invalidate attributes only (a negative offset).
+    inval.inval_attr(ino);
+    wait_sent(&m, 1);
+    assert_eq!(fs::metadata(fx.p("grow")).unwrap().len(), 100);
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, vec![b'x'; 90], "the open handle reads past the old end");
+    drop(held);
+
+    // Rewritten in place behind our back, no handle open: invalidate data too.
+    fs::write(fx.host.join("grow"), vec![b'y'; 200]).unwrap();
+    inval.inval_inode(ino, 0, 0);
+    wait_sent(&m, 2);
+    assert_eq!(fs::read(fx.p("grow")).unwrap(), vec![b'y'; 200]);
+
+    // Removed behind our back: the cached entry goes with inval_entry.
+    fs::remove_file(fx.host.join("grow")).unwrap();
+    inval.inval_entry(Ino::ROOT, OsStr::new("grow"));
+    wait_sent(&m, 3);
+    assert_eq!(
+        fs::metadata(fx.p("grow")).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    drop(m);
+}
+
+/// MemFs that invalidates, from inside its own request handlers, the very entry and inode
+/// being asked about: the pattern that deadlocks when notices are sent synchronously.
+struct SelfInvalidating {
+    inner: MemFs,
+    inval: OnceLock<Arc<dyn Invalidator>>,
+}
+
+impl SelfInvalidating {
+    fn poke(&self, parent: Option<(Ino, &OsStr)>, ino: Option<Ino>) {
+        if let Some(inval) = self.inval.get() {
+            if let Some((p, n)) = parent {
+                inval.inval_entry(p, n);
+            }
+            if let Some(i) = ino {
+                inval.inval_inode(i, 0, 0);
+            }
+        }
+    }
+}
+
+impl VirtualFs for SelfInvalidating {
+    delegate_rest!();
+    async fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
+        let r = self.inner.lookup(ctx, parent, name).await;
+        self.poke(Some((parent, name.as_os_str())), r.as_ref().ok().map(|a| a.ino));
+        r
+    }
+    async fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
+        self.poke(None, Some(ino));
+        self.inner.getattr(ctx, ino, fh).await
+    }
+    async fn read(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
+        self.poke(Some((Ino::ROOT, OsStr::new("hot"))), Some(ino));
+        self.inner.read(ctx, ino, fh, offset, size).await
+    }
+}
+
+fn storm(dispatch: Dispatch) {
+    let fx = Fx::new();
+    let fs_ = Arc::new(SelfInvalidating {
+        inner: MemFs::new(),
+        inval: OnceLock::new(),
+    });
+    let opts = MountOptions {
+        dispatch,
+        ..long_ttls()
+    };
+    let m = mount_with(Arc::clone(&fs_), &fx, &opts);
+    fs::write(fx.p("hot"), vec![7u8; 64 * 1024]).unwrap();
+    assert!(fs_.inval.set(m.invalidator()).is_ok());
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (path, dir, stop, done) = (fx.p("hot"), fx.mnt.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match w % 3 {
+                        0 => {
+                            fs::metadata(&path).unwrap();
+                        }
+                        1 => assert_eq!(fs::read(&path).unwrap().len(), 64 * 1024),
+                        _ => assert_eq!(fs::read_dir(&dir).unwrap().count(), 1),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    // A deadlock would leave the workers stuck in the kernel: give them a generous bound.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while workers.iter().any(|w| !w.is_finished()) {
+        assert!(
+            Instant::now() < deadline,
+            "request storm with self-invalidation deadlocked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(done.load(Ordering::Relaxed) > 100, "the storm made progress");
+    assert!(m.queued_invalidator().sent() > 100, "and invalidated all along");
+    drop(m);
+}
+
+#[test]
+fn invalidating_from_inside_a_request_storm_does_not_deadlock_threads() {
+    if fuse_usable() {
+        storm(Dispatch::Threads);
+    }
+}
+
+#[test]
+fn invalidating_from_inside_a_request_storm_does_not_deadlock_spawn() {
+    if fuse_usable() {
+        storm(Dispatch::Spawn);
+    }
+}

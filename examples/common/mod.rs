@@ -1,0 +1,46 @@
+//! What every example does the same way: logging set-up, waiting for Ctrl-C or SIGTERM
+//! (or for the filesystem to be unmounted from outside), and one-line errors.
+//!
+//! Invariant: an example that mounted something unmounts it before exiting, whichever
+//! way it is asked to stop.
+
+use std::time::Duration;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings only).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints `error: ...` on one line and exits with status 1.
+pub fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1)
+}
+
+/// Blocks until SIGINT or SIGTERM arrives, or until `mount` stops serving; says which.
+pub fn wait_for_stop(mount: &vfs_fuse::Mount) -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => fail(format!("cannot start the signal runtime: {e}")),
+    };
+    rt.block_on(async {
+        let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => fail(format!("cannot listen for signals: {e}")),
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = int.recv() => return "SIGINT",
+                _ = term.recv() => return "SIGTERM",
+                _ = tick.tick() => if !mount.is_serving() { return "unmounted from outside" },
+            }
+        }
+    })
+}

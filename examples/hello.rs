@@ -1,0 +1,120 @@
+//! The smallest FUSE filesystem: one read-only file, `hello.txt`.
+//!
+//! ```sh
+//! mkdir -p /tmp/hello && cargo run --example hello -- /tmp/hello
+//! cat /tmp/hello/hello.txt        # in another terminal; Ctrl-C unmounts
+//! ```
+//!
+//! Invariant: the backend answers the six operations a read-only filesystem needs; every
+//! other operation gets the trait's default (`ENOSYS`, or `EROFS` from the kernel).
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vfs_core::{
+    Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RequestCtx, Timestamp, VfsError, VfsResult, VirtualFs,
+};
+
+struct Hello;
+const FILE: Ino = Ino(2);
+const TEXT: &[u8] = b"hello, world\n";
+
+fn attr(ino: Ino) -> Attr {
+    let (kind, perm, size, nlink) = if ino == Ino::ROOT {
+        (FileType::Directory, 0o755, 0, 2)
+    } else {
+        (FileType::Regular, 0o444, TEXT.len() as u64, 1)
+    };
+    let t = Timestamp::EPOCH;
+    Attr {
+        ino,
+        kind,
+        perm,
+        nlink,
+        uid: 0,
+        gid: 0,
+        size,
+        blocks: 1,
+        blksize: 4096,
+        rdev: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+    }
+}
+
+impl VirtualFs for Hello {
+    fn source_id(&self) -> &str {
+        "hello:v1"
+    }
+    async fn lookup(&self, _: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
+        if parent == Ino::ROOT && name.as_bytes() == b"hello.txt" {
+            Ok(attr(FILE))
+        } else {
+            Err(VfsError::NotFound)
+        }
+    }
+    async fn getattr(&self, _: &RequestCtx, ino: Ino, _: Option<Fh>) -> VfsResult<Attr> {
+        if ino == Ino::ROOT || ino == FILE {
+            Ok(attr(ino))
+        } else {
+            Err(VfsError::Stale)
+        }
+    }
+    async fn readdir(&self, _: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        if ino != Ino::ROOT {
+            return Err(VfsError::NotDir);
+        }
+        let all = [
+            (".", Ino::ROOT, FileType::Directory),
+            ("..", Ino::ROOT, FileType::Directory),
+            ("hello.txt", FILE, FileType::Regular),
+        ];
+        Ok(all
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(cookie).unwrap_or(usize::MAX))
+            .take(max)
+            .map(|(i, (n, ino, kind))| DirEntry {
+                ino: *ino,
+                kind: *kind,
+                name: n.into(),
+                cookie: i as u64 + 1,
+            })
+            .collect())
+    }
+    async fn open(&self, _: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+        if flags.access().can_write() {
+            Err(VfsError::ReadOnly)
+        } else if ino == FILE {
+            Ok(Fh(0))
+        } else {
+            Err(VfsError::IsDir)
+        }
+    }
+    async fn read(&self, _: &RequestCtx, _: Ino, _: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(TEXT.len());
+        let end = start.saturating_add(size as usize).min(TEXT.len());
+        Ok(Bytes::from_static(&TEXT[start..end]))
+    }
+}
+
+fn main() {
+    common::init_logging();
+    let Some(mountpoint) = std::env::args_os().nth(1) else {
+        common::fail("usage: hello MOUNTPOINT")
+    };
+    let opts = vfs_fuse::MountOptions {
+        read_only: true,
+        ..vfs_fuse::MountOptions::default()
+    };
+    let mount = vfs_fuse::mount(Arc::new(Hello), &mountpoint, &opts).unwrap_or_else(|e| common::fail(e));
+    eprintln!("hello: mounted on {} (Ctrl-C to unmount)", mount.mountpoint().display());
+    let why = common::wait_for_stop(&mount);
+    match mount.unmount() {
+        Ok(()) => eprintln!("hello: {why}, unmounted"),
+        Err(e) => common::fail(e),
+    }
+}

@@ -1,0 +1,72 @@
+# Shared pieces of the end-to-end scripts (scripts/e2e-fuse, scripts/e2e-two-hosts).
+# Source it after setting E2E_NAME (the prefix of error messages). Nothing here starts a
+# process it does not also stop.
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { echo "${E2E_NAME:-e2e}: FAILED: $*" >&2; exit 1; }
+
+# The receipt of seed 000's PostgreSQL workload.
+RECEIPT_EXPECTED="1000|500500|96f27461ce6316f124efc9b0ffba995a"
+
+# ensure_packages PKG...: apt-get installs those not installed yet (quiet, idempotent).
+ensure_packages() {
+  local pkgs=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+  done
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    step "apt-get install ${pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+}
+
+# make_repo DIR: a git repository of 2000 files and 300 commits, built with fast-import.
+make_repo() {
+  local src=$1
+  git init -q "$src"
+  awk -v files=2000 -v commits=300 '
+    function emit(i, c,   content, j) {
+      content = sprintf("file %d revision %d\n", i, c)
+      for (j = 0; j < i % 23; j++) content = content sprintf("line %d of file %d, revision %d\n", j, i, c)
+      printf "M 100644 inline d%02d/f%04d.txt\ndata %d\n%s\n", i % 40, i, length(content), content
+    }
+    BEGIN {
+      for (c = 1; c <= commits; c++) {
+        msg = sprintf("commit %d", c)
+        printf "commit refs/heads/main\ncommitter E2E <e2e@example.invalid> %d +0000\ndata %d\n%s\n", 1700000000 + c * 60, length(msg), msg
+        if (c == 1) { for (i = 0; i < files; i++) emit(i, c) }
+        else { for (k = 0; k < 12; k++) emit((c * 37 + k * 211) % files, c) }
+      }
+    }' | git -C "$src" fast-import --quiet
+  git -C "$src" symbolic-ref HEAD refs/heads/main
+  git -C "$src" reset -q --hard
+  [ "$(git -C "$src" ls-files | wc -l)" -eq 2000 ] || die "test repository does not have 2000 files"
+  [ "$(git -C "$src" rev-list --count HEAD)" -eq 300 ] || die "test repository does not have 300 commits"
+}
+
+# git_config_for_tests HOME: a private git configuration (no system config, no auto gc).
+git_config_for_tests() {
+  export GIT_CONFIG_NOSYSTEM=1 HOME=$1
+  git config --global init.defaultBranch main
+  git config --global gc.auto 0
+  git config --global user.name E2E
+  git config --global user.email e2e@example.invalid
+  git config --global safe.directory '*'
+}
+
+# ---- PostgreSQL, run as the postgres user on a private port and socket directory -------
+PG_BIN=""
+pg_find() { PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1); [ -n "$PG_BIN" ] || die "PostgreSQL is not installed"; }
+pg_as() { runuser -u postgres -- env -C / "$@"; }
+# pg_ctl_start DATA SOCKDIR PORT LOG; pg_ctl_stop DATA [MODE]
+pg_ctl_start() { pg_as "$PG_BIN/pg_ctl" -D "$1" -o "-p $3 -k $2 -c listen_addresses=" -l "$4" -w start >/dev/null; }
+pg_ctl_stop() { pg_as "$PG_BIN/pg_ctl" -D "$1" -m "${2:-fast}" -w stop >/dev/null; }
+# pg_sql SOCKDIR PORT SQL: runs SQL, prints unaligned tuples.
+pg_sql() { pg_as "$PG_BIN/psql" -h "$1" -p "$2" -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$3"; }
+# The workload behind seed 000's receipt: 1000 inserts, 333 updates, a checkpoint.
+PG_WORKLOAD="CREATE TABLE t (id int primary key, val text, n int);
+  INSERT INTO t SELECT g, 'row'||g, g FROM generate_series(1,1000) g;
+  UPDATE t SET val = val || '_upd' WHERE id % 3 = 0;
+  CHECKPOINT;"
+PG_RECEIPT="SELECT count(*) || '|' || sum(n) || '|' || md5(string_agg(val, ',' ORDER BY id)) FROM t;"
