@@ -13,6 +13,8 @@
 //! Invariant: whatever stops it (Ctrl-C, SIGTERM), every backend handle is released before
 //! it exits; a busy port or a missing directory is a one-line error and exit status 1.
 
+mod common;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,27 +39,12 @@ struct Args {
 }
 
 /// Prints `error: ...` on one line and exits with status 1.
-fn fail(e: impl std::fmt::Display) -> ! {
-    eprintln!("error: {e}");
-    std::process::exit(1)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 /// Resolves when SIGINT or SIGTERM arrives.
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(i), Ok(t)) => (i, t),
-        (Err(e), _) | (_, Err(e)) => fail(format!("cannot listen for signals: {e}")),
+        (Err(e), _) | (_, Err(e)) => common::fail(format!("cannot listen for signals: {e}")),
     };
     let which = tokio::select! {
         _ = int.recv() => "SIGINT",
@@ -70,14 +57,14 @@ async fn serve<F: VirtualFs>(fs: F, listen: SocketAddr) {
     let source = fs.source_id().to_string();
     let server = match NfsServer::bind(listen, Arc::new(fs), NfsConfig::default()).await {
         Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => fail(format!(
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => common::fail(format!(
             "cannot listen on {listen}: the address is already in use (another server?); choose another with --listen"
         )),
-        Err(e) => fail(format!("cannot listen on {listen}: {e}")),
+        Err(e) => common::fail(format!("cannot listen on {listen}: {e}")),
     };
     let (url, port) = match (server.url(), server.local_addr()) {
         (Ok(u), Ok(a)) => (u, a.port()),
-        (Err(e), _) | (_, Err(e)) => fail(e),
+        (Err(e), _) | (_, Err(e)) => common::fail(e),
     };
     let ip = listen.ip();
     println!("serving {source}");
@@ -88,33 +75,33 @@ async fn serve<F: VirtualFs>(fs: F, listen: SocketAddr) {
         "  mount:  mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock {ip}:/ /mnt"
     );
     if let Err(e) = server.serve_until(stop_signal()).await {
-        fail(e);
+        common::fail(e);
     }
 }
 
 fn main() {
     let args = Args::parse();
-    init_logging();
+    common::init_logging();
     // Check the directory before anything else, so the error names the argument.
     if let Some(dir) = &args.local {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => fail(format!("--local {}: not a directory", dir.display())),
+            Ok(_) => common::fail(format!("--local {}: not a directory", dir.display())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fail(format!("--local {}: no such directory", dir.display()))
+                common::fail(format!("--local {}: no such directory", dir.display()))
             }
-            Err(e) => fail(format!("--local {}: {e}", dir.display())),
+            Err(e) => common::fail(format!("--local {}: {e}", dir.display())),
         }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => fail(format!("cannot start a runtime: {e}")),
+        Err(e) => common::fail(format!("cannot start a runtime: {e}")),
     };
     rt.block_on(async {
         match &args.local {
             Some(dir) => match LocalFs::new(dir) {
                 Ok(fs) => serve(fs, args.listen).await,
-                Err(e) => fail(format!("--local {}: {e}", dir.display())),
+                Err(e) => common::fail(format!("--local {}: {e}", dir.display())),
             },
             None => serve(MemFs::new(), args.listen).await,
         }

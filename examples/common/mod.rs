@@ -4,6 +4,9 @@
 //! Invariant: an example that mounted something unmounts it before exiting, whichever
 //! way it is asked to stop.
 
+// Each example uses a subset of these.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings only).

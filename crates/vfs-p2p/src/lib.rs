@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod exporter;
+pub mod hostile;
 pub mod identity;
 pub mod loopback;
 pub mod mux;

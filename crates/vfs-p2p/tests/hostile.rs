@@ -7,22 +7,20 @@
 
 mod common;
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::CTX;
 use vfs_core::memfs::MemFs;
-use vfs_core::{Errno, Ino, Name, OpenFlags, RequestCtx, VirtualFs};
+use vfs_core::{Ino, Name, OpenFlags, RequestCtx, VirtualFs};
 use vfs_p2p::exporter::ExportConfig;
 use vfs_p2p::identity::Keypair;
 use vfs_p2p::loopback::Loopback;
 use vfs_p2p::remote::{ConnectError, RemoteConfig, RemoteFs};
 use vfs_p2p::rpc::{LinkConfig, RpcClient};
 use vfs_p2p::transport::noise::NoiseTcp;
-use vfs_p2p::transport::{FrameRx, FrameTx, Transport, TransportError};
+use vfs_p2p::transport::{Transport, TransportError};
 use vfs_p2p::wire::{Op, Reply};
 
 /// The well-behaved peer still works: a file round-trips.
@@ -83,49 +81,9 @@ fn names_that_leave_the_share_are_errors_and_the_link_goes_on() {
     let client = lb
         .runtime()
         .block_on(async { RpcClient::start(link, LinkConfig::default()).0 });
-    let bad: Vec<(OsString, Errno)> = vec![
-        (OsString::from(".."), Errno::EINVAL),
-        (OsString::from("."), Errno::EINVAL),
-        (OsString::from("a/../../etc"), Errno::EINVAL),
-        (OsString::from("/etc"), Errno::EINVAL),
-        (OsString::new(), Errno::EINVAL),
-        (OsString::from_vec(b"a\0b".to_vec()), Errno::EINVAL),
-        (OsString::from("x".repeat(256)), Errno::ENAMETOOLONG),
-        (OsString::from("y".repeat(4000)), Errno::ENAMETOOLONG),
-    ];
     lb.block_on(async {
-        for (name, want) in &bad {
-            let ops = [
-                Op::Lookup {
-                    parent: Ino::ROOT,
-                    name: name.clone(),
-                },
-                Op::Mkdir {
-                    parent: Ino::ROOT,
-                    name: name.clone(),
-                    mode: 0o755,
-                    umask: 0,
-                },
-                Op::Create {
-                    parent: Ino::ROOT,
-                    name: name.clone(),
-                    mode: 0o644,
-                    umask: 0,
-                    flags: libc::O_RDWR,
-                },
-                Op::Rename {
-                    parent: Ino::ROOT,
-                    name: OsString::from("f"),
-                    newparent: Ino::ROOT,
-                    newname: name.clone(),
-                    flags: 0,
-                },
-                Op::Symlink {
-                    parent: Ino::ROOT,
-                    name: name.clone(),
-                    target: OsString::from("/etc/passwd"),
-                },
-            ];
+        for (name, want) in &vfs_p2p::hostile::bad_names() {
+            let ops = vfs_p2p::hostile::name_ops(name);
             for op in ops {
                 let what = format!("{op:?}");
                 let r = client.call(RequestCtx::ROOT, op, Bytes::new()).await;
@@ -149,23 +107,14 @@ fn names_that_leave_the_share_are_errors_and_the_link_goes_on() {
 /// Sends one raw frame on a fresh authenticated link and says whether the exporter closed
 /// the link afterwards.
 fn raw_frame_closes_link(lb: &Loopback<MemFs>, frame: &[u8]) -> bool {
-    lb.block_on(async {
-        let mut link = NoiseTcp::new(Arc::clone(&lb.peer))
-            .connect(lb.addr, lb.owner_key)
-            .await
-            .unwrap();
-        link.tx.push(&[frame]).unwrap();
-        link.tx.flush().await.unwrap();
-        // The exporter answers with a goaway (maybe) and closes.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline, link.rx.recv()).await {
-                Ok(Ok(Some(_))) => continue,
-                Ok(Ok(None)) | Ok(Err(_)) => return true,
-                Err(_) => return false,
-            }
-        }
-    })
+    lb.block_on(vfs_p2p::hostile::frame_closes_link(
+        &NoiseTcp::new(Arc::clone(&lb.peer)),
+        lb.addr,
+        lb.owner_key,
+        frame,
+        Duration::from_secs(5),
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -174,34 +123,7 @@ fn garbage_and_oversized_frames_close_only_their_link() {
     let good = lb.connect(RemoteConfig::default()).unwrap();
     good_peer_works(&lb, &good, "before");
 
-    let mut oversized_write = vec![1u8, 1];
-    oversized_write.extend_from_slice(&7u64.to_le_bytes()); // id
-    oversized_write.push(17); // write
-    oversized_write.extend_from_slice(&[0; 12]); // uid, gid, pid
-    oversized_write.extend_from_slice(&Ino::ROOT.0.to_le_bytes());
-    oversized_write.extend_from_slice(&0u64.to_le_bytes()); // offset
-    oversized_write.push(0); // append
-    oversized_write.extend_from_slice(&u32::MAX.to_le_bytes()); // declared length
-    let mut long_name = vec![1u8, 1];
-    long_name.extend_from_slice(&8u64.to_le_bytes());
-    long_name.push(2); // lookup
-    long_name.extend_from_slice(&[0; 12]);
-    long_name.extend_from_slice(&Ino::ROOT.0.to_le_bytes());
-    long_name.extend_from_slice(&u16::MAX.to_le_bytes()); // name length past the frame
-    long_name.extend_from_slice(b"abc");
-
-    let cases: [(&str, Vec<u8>); 5] = [
-        ("garbage", b"\x07\x99not a frame at all".to_vec()),
-        ("unknown kind", vec![1, 200, 0, 0]),
-        ("oversized write length", oversized_write),
-        ("name length past the frame", long_name),
-        ("data for no request", {
-            let mut v = vec![1u8, 3];
-            v.extend_from_slice(&9u64.to_le_bytes());
-            v.extend_from_slice(b"stray bytes");
-            v
-        }),
-    ];
+    let cases = vfs_p2p::hostile::bad_frames();
     for (what, frame) in cases {
         assert!(raw_frame_closes_link(&lb, &frame), "{what}: the link stayed open");
         good_peer_works(&lb, &good, what.replace(' ', "-").as_str());
