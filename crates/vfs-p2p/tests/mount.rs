@@ -114,3 +114,72 @@ fn owner_side_changes_reach_the_far_mount() {
     drop(open);
     mount.unmount().unwrap();
 }
+
+/// git on the far mount, in a repository the owner made: stage and commit a file from a
+/// working directory on the mount. Pins a bug the two-host git test found: every change
+/// note for a directory (its mtime moves when an entry is added) made the far side drop
+/// the directory's *entry* in the kernel, not only its attributes; with git working in that
+/// directory, its getcwd() then failed with ENOENT ("fatal: unable to get current working
+/// directory") and the commit was lost. A change in place now invalidates only the
+/// inode's attributes and data; the name keeps its entry.
+#[test]
+fn git_commits_from_a_working_directory_on_the_far_mount() {
+    use std::process::Command;
+
+    if !common::fuse_usable() {
+        return;
+    }
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .expect("git is installed (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "git {args:?} in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (host, mnt) = (tmp.path().join("host"), tmp.path().join("mnt"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    let repo = host.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    for i in 0..20 {
+        std::fs::write(repo.join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "on the owner"]);
+
+    let lb = Loopback::serve(LocalFs::new(&host).unwrap(), ExportConfig::default()).unwrap();
+    let _watch = HostWatcher::start(&host, lb.exporter.changes()).unwrap();
+    let fs = Arc::new(lb.connect(RemoteConfig::default()).unwrap());
+    let mount = vfs_fuse::mount(Arc::clone(&fs), &mnt, &MountOptions::default()).unwrap();
+    fs.set_invalidator(mount.invalidator());
+
+    let far = mnt.join("repo");
+    assert_eq!(git(&far, &["status", "--porcelain"]), "");
+    std::fs::write(far.join("from-far.txt"), b"far\n").unwrap();
+    git(&far, &["add", "from-far.txt"]);
+    git(&far, &["status", "--porcelain"]);
+    git(&far, &["commit", "-qm", "on the far side"]);
+    let head = git(&far, &["rev-parse", "HEAD"]);
+    assert_eq!(
+        git(&repo, &["rev-parse", "HEAD"]),
+        head,
+        "the far side's commit is not on the owner"
+    );
+    assert_eq!(git(&repo, &["log", "-1", "--format=%s"]), "on the far side");
+    git(&repo, &["fsck", "--full", "--strict"]);
+    mount.unmount().unwrap();
+}

@@ -48,7 +48,7 @@ use vfs_core::{
 pub use session::ConnectError;
 
 use self::blocks::{Blocks, Next};
-use self::cache::{KernelView, MetaCache};
+use self::cache::{KernelView, MetaCache, Resolved};
 use self::session::{Connected, Hello, Session};
 use crate::exporter::REVALIDATE_ALL;
 use crate::identity::PublicKey;
@@ -320,7 +320,14 @@ impl Inner {
         match c {
             WireChange::Update { path, .. } if path == REVALIDATE_ALL => self.revalidate_all(),
             WireChange::Create { path, attr } | WireChange::Update { path, attr } => {
-                self.touch_path(&*inv, &path, false);
+                let r = self.cache.resolve(&path);
+                // Where the name already denotes this inode (a change in place, or this
+                // side's own create coming back), the kernel's entry stays: invalidating a
+                // directory's entry detaches it from every process whose working directory
+                // it is, and their getcwd() then fails with ENOENT (git did, mid-commit).
+                if r.ino != Some(attr.ino) {
+                    self.touch_resolved(&*inv, r, false);
+                }
                 self.touch_ino(&*inv, attr.ino);
             }
             WireChange::Remove { path } => self.touch_path(&*inv, &path, true),
@@ -343,7 +350,11 @@ impl Inner {
     /// always forgotten: debouncing merges a removal and a re-creation of one path into a
     /// single update, after which the name may denote another inode.
     fn touch_path(&self, inv: &dyn Invalidator, path: &[u8], gone: bool) {
-        let r = self.cache.resolve(path);
+        self.touch_resolved(inv, self.cache.resolve(path), gone);
+    }
+
+    /// [`Self::touch_path`] for a path already resolved.
+    fn touch_resolved(&self, inv: &dyn Invalidator, r: Resolved, gone: bool) {
         if let Some((parent, name)) = &r.parent {
             self.cache.invalidate(*parent);
             self.cache.dir_changed(*parent);
