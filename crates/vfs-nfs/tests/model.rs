@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use proptest::test_runner::{TestCaseError, TestError};
 use vfs_core::VirtualFs;
 use vfs_core::localfs::LocalFs;
 use vfs_core::memfs::MemFs;
-use vfs_core::testkit::model::{Model, Op, apply_backend, compare_trees, op};
+use vfs_core::testkit::model::{Model, Op, apply_backend, compare_trees, op, test_runner};
 use vfs_nfs::NfsConfig;
 
 fn without_rename_flags(op: Op) -> Op {
@@ -97,23 +97,7 @@ fn model_random_sequences_through_nfs3_client_on_localfs() {
 /// Runs `cases` sequences, each on a fresh backend from `backend`; returns the number of
 /// operations run.
 fn check<F: VirtualFs>(cases: u32, backend: impl Fn() -> (Arc<F>, Option<tempfile::TempDir>)) -> u64 {
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 2_000,
-        ..Config::default()
-    };
-    let mut runner = match std::env::var("VFS_TESTKIT_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        Some(seed) => {
-            let mut bytes = [0u8; 32];
-            bytes[..8].copy_from_slice(&seed.to_le_bytes());
-            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
-        }
-        None => TestRunner::new(config),
-    };
+    let mut runner = test_runner(cases, 2_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

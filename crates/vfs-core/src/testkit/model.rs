@@ -816,16 +816,19 @@ pub fn cases_from_env() -> u32 {
     u32::try_from(super::env_u64("VFS_TESTKIT_CASES", 64)).unwrap_or(u32::MAX)
 }
 
-/// Runs `cases` random sequences, each on a fresh backend from `factory`. On failure,
-/// returns the report of the shrunk (minimal) failing sequence.
-pub fn check_model<F: VirtualFs>(factory: impl Fn() -> Backend<F>, cases: u32) -> Result<(), String> {
+/// A proptest runner for `cases` sequences that shrinks for at most `max_shrink_iters`
+/// steps and persists nothing. With `VFS_TESTKIT_SEED=N` in the environment its random
+/// stream is fixed (ChaCha seeded by N), so a failure seen once can be replayed; otherwise
+/// it is proptest's usual fresh seed. Exposed so that harnesses which drive the model
+/// through another path (an NFS client, a mount) replay the same way.
+pub fn test_runner(cases: u32, max_shrink_iters: u32) -> TestRunner {
     let config = Config {
         cases,
         failure_persistence: None,
-        max_shrink_iters: 10_000,
+        max_shrink_iters,
         ..Config::default()
     };
-    let mut runner = match std::env::var("VFS_TESTKIT_SEED")
+    match std::env::var("VFS_TESTKIT_SEED")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
     {
@@ -835,7 +838,13 @@ pub fn check_model<F: VirtualFs>(factory: impl Fn() -> Backend<F>, cases: u32) -
             TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
         }
         None => TestRunner::new(config),
-    };
+    }
+}
+
+/// Runs `cases` random sequences, each on a fresh backend from `factory`. On failure,
+/// returns the report of the shrunk (minimal) failing sequence.
+pub fn check_model<F: VirtualFs>(factory: impl Fn() -> Backend<F>, cases: u32) -> Result<(), String> {
+    let mut runner = test_runner(cases, 10_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
