@@ -405,6 +405,23 @@ impl Inner {
         Fh(fh)
     }
 
+    /// Creates a node on the owner with `op` (mknod, mkdir, symlink) and records the new
+    /// entry `parent/name`.
+    async fn make_entry(
+        &self,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        op: Op,
+        what: &'static str,
+    ) -> VfsResult<Attr> {
+        self.check(parent)?;
+        let since = self.cache.now();
+        let a = expect_attr(self.call(ctx, op).await?, what)?;
+        self.entered(parent, name, a, since);
+        Ok(a)
+    }
+
     /// After an operation that returned a new entry.
     fn entered(&self, parent: Ino, name: Name<'_>, attr: Attr, since: u64) {
         self.cache.entered(parent, name.as_os_str(), attr, true, since);
@@ -750,9 +767,6 @@ impl VirtualFs for RemoteFs {
         umask: u32,
         rdev: u64,
     ) -> VfsResult<Attr> {
-        let i = &self.inner;
-        i.check(parent)?;
-        let since = i.cache.now();
         let op = Op::Mknod {
             parent,
             name: name.to_os_string(),
@@ -760,24 +774,17 @@ impl VirtualFs for RemoteFs {
             umask,
             rdev,
         };
-        let a = expect_attr(i.call(ctx, op).await?, "mknod")?;
-        i.entered(parent, name, a, since);
-        Ok(a)
+        self.inner.make_entry(ctx, parent, name, op, "mknod").await
     }
 
     async fn mkdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, mode: u32, umask: u32) -> VfsResult<Attr> {
-        let i = &self.inner;
-        i.check(parent)?;
-        let since = i.cache.now();
         let op = Op::Mkdir {
             parent,
             name: name.to_os_string(),
             mode,
             umask,
         };
-        let a = expect_attr(i.call(ctx, op).await?, "mkdir")?;
-        i.entered(parent, name, a, since);
-        Ok(a)
+        self.inner.make_entry(ctx, parent, name, op, "mkdir").await
     }
 
     async fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
@@ -808,17 +815,12 @@ impl VirtualFs for RemoteFs {
     }
 
     async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
-        let i = &self.inner;
-        i.check(parent)?;
-        let since = i.cache.now();
         let op = Op::Symlink {
             parent,
             name: name.to_os_string(),
             target: target.to_os_string(),
         };
-        let a = expect_attr(i.call(ctx, op).await?, "symlink")?;
-        i.entered(parent, name, a, since);
-        Ok(a)
+        self.inner.make_entry(ctx, parent, name, op, "symlink").await
     }
 
     async fn rename(
