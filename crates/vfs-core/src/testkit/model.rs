@@ -217,6 +217,17 @@ impl Model {
         Model { nodes, next: 1 }
     }
 
+    /// Whether node `id` may be removed by an operation on a directory (`as_dir`: rmdir, a
+    /// directory renamed over it) or on a non-directory (unlink, a file renamed over it).
+    fn may_replace(&self, as_dir: bool, id: usize) -> Result<(), Errno> {
+        match (as_dir, self.children(id)) {
+            (false, Some(_)) => Err(Errno::EISDIR),
+            (true, None) => Err(Errno::ENOTDIR),
+            (true, Some(c)) if !c.is_empty() => Err(Errno::ENOTEMPTY),
+            _ => Ok(()),
+        }
+    }
+
     fn children(&self, id: usize) -> Option<&BTreeMap<String, usize>> {
         match &self.nodes.get(&id)?.content {
             Content::Dir(c) => Some(c),
@@ -400,12 +411,7 @@ impl Model {
                     .get(name)
                     .ok_or(Errno::ENOENT)?;
                 let is_dir = self.children(id).is_some();
-                match (rmdir, is_dir) {
-                    (false, true) => return Err(Errno::EISDIR),
-                    (true, false) => return Err(Errno::ENOTDIR),
-                    (true, true) if self.children(id).is_some_and(|c| !c.is_empty()) => return Err(Errno::ENOTEMPTY),
-                    _ => {}
-                }
+                self.may_replace(rmdir, id)?;
                 if let Some(c) = self.children_mut(pid) {
                     c.remove(name);
                 }
@@ -524,13 +530,7 @@ impl Model {
             return Ok(Outcome::Done);
         }
         if let Some(d) = dst {
-            let dst_dir = self.children(d).is_some();
-            match (src_dir, dst_dir) {
-                (true, false) => return Err(Errno::ENOTDIR),
-                (false, true) => return Err(Errno::EISDIR),
-                (true, true) if self.children(d).is_some_and(|c| !c.is_empty()) => return Err(Errno::ENOTEMPTY),
-                _ => {}
-            }
+            self.may_replace(src_dir, d)?;
         }
         if let Some(c) = self.children_mut(fpid) {
             c.remove(fname);
