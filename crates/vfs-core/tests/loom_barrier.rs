@@ -24,37 +24,18 @@ const INO: Ino = Ino(9);
 /// file as it was before ("read only 0 of 8192 bytes").
 #[test]
 fn loom_barrier_read_after_issued_write_sees_it() {
-    loom::model(|| {
-        let b = Arc::new(OpBarrier::new());
-        let data = Arc::new(UnsafeCell::new(0u32));
-        let issued = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let (b, data, issued) = (b.clone(), data.clone(), issued.clone());
-            thread::spawn(move || {
-                let t = b.begin_write(INO);
-                issued.store(true, Ordering::Release);
-                t.wait_turn();
-                // SAFETY: loom checks this access against every other one to `data`.
-                data.with_mut(|p| unsafe { *p = 1 });
-                t.complete();
-            })
-        };
-        if issued.load(Ordering::Acquire) {
-            b.read(INO);
-            // Without the barrier this read races the write (loom: causality violation).
-            // SAFETY: loom checks this access against every other one to `data`.
-            let seen = data.with(|p| unsafe { *p });
-            assert_eq!(seen, 1);
-        }
-        writer.join().unwrap();
-        assert_eq!(b.inode_count(), 0);
-    });
+    read_after_issued_write(false);
 }
 
 /// The same through the async API (wakers), driven by loom's `block_on`.
 #[test]
 fn loom_barrier_async_read_after_issued_write_sees_it() {
-    loom::model(|| {
+    read_after_issued_write(true);
+}
+
+/// The seed 001 model, through the blocking or (`async_api`) the async waits.
+fn read_after_issued_write(async_api: bool) {
+    loom::model(move || {
         let b = Arc::new(OpBarrier::new());
         let data = Arc::new(UnsafeCell::new(0u32));
         let issued = Arc::new(AtomicBool::new(false));
@@ -63,19 +44,28 @@ fn loom_barrier_async_read_after_issued_write_sees_it() {
             thread::spawn(move || {
                 let t = b.begin_write(INO);
                 issued.store(true, Ordering::Release);
-                loom::future::block_on(t.wait_turn_async());
+                if async_api {
+                    loom::future::block_on(t.wait_turn_async());
+                } else {
+                    t.wait_turn();
+                }
                 // SAFETY: loom checks this access against every other one to `data`.
                 data.with_mut(|p| unsafe { *p = 1 });
                 t.complete();
             })
         };
         if issued.load(Ordering::Acquire) {
-            loom::future::block_on(b.read_async(INO));
+            if async_api {
+                loom::future::block_on(b.read_async(INO));
+            } else {
+                b.read(INO);
+            }
+            // Without the barrier this read races the write (loom: causality violation).
             // SAFETY: loom checks this access against every other one to `data`.
             let seen = data.with(|p| unsafe { *p });
             assert_eq!(seen, 1);
         }
-        writer.join().unwrap();
+        writer.join().expect("the writer panicked");
         assert_eq!(b.inode_count(), 0);
     });
 }
