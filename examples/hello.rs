@@ -13,35 +13,20 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use vfs_core::{
-    Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RequestCtx, Timestamp, VfsError, VfsResult, VirtualFs,
-};
+use vfs_core::{Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RequestCtx, VfsError, VfsResult, VirtualFs};
 
 struct Hello;
 const FILE: Ino = Ino(2);
 const TEXT: &[u8] = b"hello, world\n";
 
 fn attr(ino: Ino) -> Attr {
-    let (kind, perm, size, nlink) = if ino == Ino::ROOT {
-        (FileType::Directory, 0o755, 0, 2)
-    } else {
-        (FileType::Regular, 0o444, TEXT.len() as u64, 1)
-    };
-    let t = Timestamp::EPOCH;
+    if ino == Ino::ROOT {
+        return Attr::new(ino, FileType::Directory, 0o755);
+    }
     Attr {
-        ino,
-        kind,
-        perm,
-        nlink,
-        uid: 0,
-        gid: 0,
-        size,
+        size: TEXT.len() as u64,
         blocks: 1,
-        blksize: 4096,
-        rdev: 0,
-        atime: t,
-        mtime: t,
-        ctime: t,
+        ..Attr::new(ino, FileType::Regular, 0o444)
     }
 }
 

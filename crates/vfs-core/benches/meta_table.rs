@@ -15,25 +15,14 @@ use criterion::Criterion;
 use dashmap::DashMap;
 use vfs_core::lock_order::{Locked, Unlocked};
 use vfs_core::meta::MetaTable;
-use vfs_core::{Attr, FileType, Ino, Timestamp};
+use vfs_core::{Attr, FileType, Ino};
 
 const KEYS: u64 = 1024;
 
 fn attr(i: u64) -> Attr {
     Attr {
-        ino: Ino(i),
-        kind: FileType::Regular,
-        perm: 0o644,
-        nlink: 1,
-        uid: 0,
-        gid: 0,
         size: i,
-        blocks: 0,
-        blksize: 4096,
-        rdev: 0,
-        atime: Timestamp::EPOCH,
-        mtime: Timestamp::EPOCH,
-        ctime: Timestamp::EPOCH,
+        ..Attr::new(Ino(i), FileType::Regular, 0o644)
     }
 }
 

@@ -168,6 +168,33 @@ pub struct Attr {
 }
 
 impl Attr {
+    /// The attributes of a new, empty object of `kind`: `perm` bits, one link (two for a
+    /// directory: its name and its `.`), owned by root, size 0, no blocks, 4 KiB preferred
+    /// I/O, every time the epoch. Change the rest with struct update syntax:
+    ///
+    /// ```
+    /// use vfs_core::{Attr, FileType, Ino};
+    /// let a = Attr { size: 12, ..Attr::new(Ino(2), FileType::Regular, 0o644) };
+    /// assert_eq!((a.nlink, a.size, a.mode()), (1, 12, 0o100644));
+    /// ```
+    pub const fn new(ino: Ino, kind: FileType, perm: u16) -> Attr {
+        Attr {
+            ino,
+            kind,
+            perm,
+            nlink: if matches!(kind, FileType::Directory) { 2 } else { 1 },
+            uid: 0,
+            gid: 0,
+            size: 0,
+            blocks: 0,
+            blksize: 4096,
+            rdev: 0,
+            atime: Timestamp::EPOCH,
+            mtime: Timestamp::EPOCH,
+            ctime: Timestamp::EPOCH,
+        }
+    }
+
     /// `st_mode`: type bits and permission bits together.
     pub fn mode(&self) -> u32 {
         self.kind.mode_bits() | u32::from(self.perm)

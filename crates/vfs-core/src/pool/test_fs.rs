@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use crate::error::{VfsError, VfsResult};
 use crate::types::{
-    AccessMode, Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs, Timestamp,
+    AccessMode, Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
 };
 use crate::vfs::VirtualFs;
 
@@ -209,19 +209,9 @@ impl TestFs {
 
     fn attr(ino: Ino, f: &File) -> Attr {
         Attr {
-            ino,
-            kind: FileType::Regular,
-            perm: f.perm,
-            nlink: 1,
             uid: f.uid,
-            gid: 0,
             size: f.data.len() as u64,
-            blocks: 0,
-            blksize: 4096,
-            rdev: 0,
-            atime: Timestamp::EPOCH,
-            mtime: Timestamp::EPOCH,
-            ctime: Timestamp::EPOCH,
+            ..Attr::new(ino, FileType::Regular, f.perm)
         }
     }
 }

@@ -489,23 +489,12 @@ impl MetaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vfs_core::{FileType, Timestamp};
+    use vfs_core::FileType;
 
     fn attr(ino: u64, size: u64) -> Attr {
         Attr {
-            ino: Ino(ino),
-            kind: FileType::Regular,
-            perm: 0o644,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
             size,
-            blocks: 0,
-            blksize: 4096,
-            rdev: 0,
-            atime: Timestamp::EPOCH,
-            mtime: Timestamp::EPOCH,
-            ctime: Timestamp::EPOCH,
+            ..Attr::new(Ino(ino), FileType::Regular, 0o644)
         }
     }
 

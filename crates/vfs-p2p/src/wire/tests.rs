@@ -507,19 +507,8 @@ proptest! {
 #[test]
 fn notify_batches_split_within_frame_limits() {
     let a = Attr {
-        ino: Ino(5),
-        kind: FileType::Regular,
-        perm: 0o644,
-        nlink: 1,
-        uid: 0,
-        gid: 0,
         size: 1,
-        blocks: 0,
-        blksize: 4096,
-        rdev: 0,
-        atime: Timestamp::EPOCH,
-        mtime: Timestamp::EPOCH,
-        ctime: Timestamp::EPOCH,
+        ..Attr::new(Ino(5), FileType::Regular, 0o644)
     };
     let changes: Vec<WireChange> = (0..600)
         .map(|i| WireChange::Rename {
