@@ -829,25 +829,33 @@ async fn seed000_bug1_read_never_sees_size_ahead_of_data() {
     let fs = Arc::new(MemFs::new());
     let ino = mkfile(&fs, Ino::ROOT, "f", b"").await;
     const ITER: usize = 5_000;
+    // All three start together and the readers keep reading until the writer is done, so
+    // the reads overlap the rewrites however the runtime schedules the tasks.
+    let start = Arc::new(tokio::sync::Barrier::new(3));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let w = {
-        let fs = Arc::clone(&fs);
+        let (fs, start, done) = (Arc::clone(&fs), Arc::clone(&start), Arc::clone(&done));
         tokio::spawn(async move {
             let fh = fs.open(&CTX, ino, OpenFlags::RDWR).await.unwrap();
+            start.wait().await;
             for k in 0..ITER {
                 let len = 1 + (k * 37) % 9000;
                 fs.setattr(&CTX, ino, SetAttr::size(0)).await.unwrap();
                 fs.write(&CTX, ino, fh, 0, &vec![0xA5; len]).await.unwrap();
             }
+            done.store(true, std::sync::atomic::Ordering::Release);
             fs.release(&CTX, ino, fh).await.unwrap();
         })
     };
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let fs = Arc::clone(&fs);
+            let (fs, start, done) = (Arc::clone(&fs), Arc::clone(&start), Arc::clone(&done));
             tokio::spawn(async move {
                 let fh = fs.open(&CTX, ino, OpenFlags::RDONLY).await.unwrap();
+                start.wait().await;
                 let mut nonempty = 0;
-                for _ in 0..ITER {
+                let mut reads = 0;
+                while reads < ITER || !done.load(std::sync::atomic::Ordering::Acquire) {
                     let data = fs.read(&CTX, ino, fh, 0, 16384).await.unwrap();
                     assert!(
                         data.iter().all(|&b| b == 0xA5),
@@ -855,6 +863,7 @@ async fn seed000_bug1_read_never_sees_size_ahead_of_data() {
                         data.len()
                     );
                     nonempty += usize::from(!data.is_empty());
+                    reads += 1;
                 }
                 fs.release(&CTX, ino, fh).await.unwrap();
                 nonempty
