@@ -49,6 +49,7 @@ async fn ten_thousand_entries_by_readdir_and_readdirplus() {
             panic!("READDIR failed")
         };
         pages += 1;
+        assert!(pages < 10_000, "the listing did not end");
         verf = ok.cookieverf;
         for e in &ok.reply.entries.0 {
             seen.push(String::from_utf8(e.name.0.to_vec()).unwrap());
@@ -78,6 +79,7 @@ async fn ten_thousand_entries_by_readdir_and_readdirplus() {
             panic!("READDIRPLUS failed")
         };
         pages += 1;
+        assert!(pages < 10_000, "the listing did not end");
         for e in &ok.reply.entries.0 {
             seen.push(String::from_utf8(e.name.0.to_vec()).unwrap());
             cookie = e.cookie;

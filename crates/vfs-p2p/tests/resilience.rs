@@ -200,6 +200,7 @@ fn a_cut_link_fails_calls_with_eio_in_bounded_time_then_reconnects_by_itself() {
                 break out;
             }
             out.extend_from_slice(&b);
+            assert!(out.len() <= data.len(), "read past the owner's end of file");
         }
     });
     assert_eq!(back.len(), data.len());

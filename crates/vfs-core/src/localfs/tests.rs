@@ -1056,7 +1056,8 @@ async fn xattr_round_trip() {
 async fn list_all_paged(fs: &LocalFs, ino: Ino, max: usize) -> Vec<DirEntry> {
     let mut out = Vec::new();
     let mut cookie = 0;
-    loop {
+    for pages in 0.. {
+        assert!(pages < 100_000, "readdir did not end");
         let page = fs.readdir(&CTX, ino, cookie, max).await.unwrap();
         if page.is_empty() {
             return out;
@@ -1068,6 +1069,7 @@ async fn list_all_paged(fs: &LocalFs, ino: Ino, max: usize) -> Vec<DirEntry> {
         cookie = page.last().unwrap().cookie;
         out.extend(page);
     }
+    unreachable!("the loop returns or fails")
 }
 
 #[tokio::test]
@@ -1160,6 +1162,7 @@ async fn readdir_paging_with_our_own_changes_between_pages() {
     let mut seen: HashMap<OsString, usize> = HashMap::new();
     let mut round = 0;
     loop {
+        assert!(round < 1000, "readdir did not end");
         let page = fx.fs.readdir(&CTX, Ino::ROOT, cookie, 3).await.unwrap();
         if page.is_empty() {
             break;

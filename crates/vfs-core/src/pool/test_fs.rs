@@ -258,14 +258,23 @@ pub(crate) fn lockstep<'a>(futs: Vec<Pin<Box<dyn Future<Output = ()> + 'a>>>) {
     });
 }
 
-/// Runs one future to completion on this thread.
+/// Runs one future to completion on this thread. Between polls that return pending it
+/// gives the CPU away (another thread may hold what the future waits for), and it fails
+/// after a minute instead of spinning for ever.
 pub(crate) fn block_on<T>(f: impl Future<Output = T>) -> T {
     let mut f = std::pin::pin!(f);
     let mut cx = Context::from_waker(Waker::noop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return v;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "block_on: future still pending after 60 s"
+        );
+        // The facade's yield: under loom it lets the model run another thread.
+        crate::sync::thread::yield_now();
     }
 }
 

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use super::{Backend, KitResult};
-use crate::error::{Errno, VfsResult};
+use crate::error::{Errno, VfsError, VfsResult};
 use crate::types::{Attr, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, XattrSet};
 use crate::vfs::VirtualFs;
 use crate::{kit_ensure, kit_expect_err, kit_try};
@@ -44,12 +44,23 @@ pub(crate) async fn mkfile<F: VirtualFs>(fs: &F, parent: Ino, name: &str, data: 
     Ok(attr.ino)
 }
 
+/// The kit's own loops over a backend's answers are bounded, so a backend whose reads never
+/// reach end of file or whose cookies cycle fails the check instead of hanging it.
+const MAX_READ_ALL: usize = 1 << 30;
+/// Most entries a listing may return before the kit calls it endless (see [`MAX_READ_ALL`]).
+pub(crate) const MAX_LISTING: usize = 1 << 20;
+/// The error a listing that does not end is reported as.
+pub(crate) const LISTING_DID_NOT_END: &str = "readdir did not end within 1,048,576 entries (cookies that cycle?)";
+
 pub(crate) async fn read_all<F: VirtualFs>(fs: &F, ino: Ino) -> VfsResult<Vec<u8>> {
     let fh = fs.open(&CTX, ino, OpenFlags::RDONLY).await?;
     let mut out = Vec::new();
     let res = loop {
         match fs.read(&CTX, ino, fh, out.len() as u64, 1 << 20).await {
             Ok(b) if b.is_empty() => break Ok(()),
+            Ok(_) if out.len() >= MAX_READ_ALL => {
+                break Err(VfsError::Invalid("reads did not reach end of file within 1 GiB"));
+            }
             Ok(b) => out.extend_from_slice(&b),
             Err(e) => break Err(e),
         }
@@ -64,10 +75,15 @@ pub(crate) async fn read_all<F: VirtualFs>(fs: &F, ino: Ino) -> VfsResult<Vec<u8
 pub(crate) async fn list<F: VirtualFs>(fs: &F, dir: Ino, page: usize) -> VfsResult<Vec<(String, FileType, Ino)>> {
     let mut out = Vec::new();
     let mut cookie = 0;
+    let mut listed = 0usize;
     loop {
         let entries = fs.readdir(&CTX, dir, cookie, page).await?;
         let Some(last) = entries.last() else { break };
         cookie = last.cookie;
+        listed += entries.len();
+        if listed > MAX_LISTING {
+            return Err(VfsError::Invalid(LISTING_DID_NOT_END));
+        }
         for e in entries {
             let n = e.name.to_string_lossy().into_owned();
             if n != "." && n != ".." {
@@ -81,7 +97,7 @@ pub(crate) async fn list<F: VirtualFs>(fs: &F, dir: Ino, page: usize) -> VfsResu
 /// The inode `..` of `dir` names, from a full listing (cookies are the backend's own).
 pub(crate) async fn dotdot<F: VirtualFs>(fs: &F, dir: Ino) -> VfsResult<Option<Ino>> {
     let mut cookie = 0;
-    loop {
+    for _ in 0..MAX_LISTING / 16 {
         let page = fs.readdir(&CTX, dir, cookie, 16).await?;
         let Some(last) = page.last() else { return Ok(None) };
         cookie = last.cookie;
@@ -89,6 +105,7 @@ pub(crate) async fn dotdot<F: VirtualFs>(fs: &F, dir: Ino) -> VfsResult<Option<I
             return Ok(Some(e.ino));
         }
     }
+    Err(VfsError::Invalid(LISTING_DID_NOT_END))
 }
 
 async fn names<F: VirtualFs>(fs: &F, dir: Ino) -> VfsResult<Vec<String>> {

@@ -21,7 +21,8 @@ pub fn nm(s: &OsString) -> Name<'_> {
 pub async fn list<F: VirtualFs>(fs: &F, dir: Ino) -> VfsResult<Vec<OsString>> {
     let mut out = Vec::new();
     let mut cookie = 0;
-    loop {
+    for pages in 0.. {
+        assert!(pages < 100_000, "readdir of {dir} did not end");
         let page = fs.readdir(&CTX, dir, cookie, 64).await?;
         let Some(last) = page.last() else { break };
         cookie = last.cookie;
@@ -40,7 +41,10 @@ pub async fn read_all<F: VirtualFs>(fs: &F, ino: Ino) -> VfsResult<Vec<u8>> {
     let r = loop {
         match fs.read(&CTX, ino, fh, out.len() as u64, 128 * 1024).await {
             Ok(b) if b.is_empty() => break Ok(()),
-            Ok(b) => out.extend_from_slice(&b),
+            Ok(b) => {
+                out.extend_from_slice(&b);
+                assert!(out.len() < 1 << 32, "reads of {ino} did not reach end of file");
+            }
             Err(e) => break Err(e),
         }
     };
