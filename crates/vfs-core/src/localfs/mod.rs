@@ -462,7 +462,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let fd = match open_path_at(dir.fd.as_fd(), name.as_os_str()) {
             Ok(fd) => fd,
@@ -489,12 +490,14 @@ impl VirtualFs for LocalFs {
     }
 
     async fn forget(&self, ino: Ino, nlookup: u64) {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         self.inner.forget(&mut tok, ino, nlookup);
     }
 
     async fn getattr(&self, _ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         if let Some(f) = fh.and_then(|fh| self.handle(&mut tok, ino, fh).ok()) {
             return self.attr(f.fd.as_fd());
         }
@@ -507,7 +510,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn setattr(&self, _ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = match set.fh.and_then(|fh| self.handle(&mut tok, ino, fh).ok()) {
             Some(f) => Resolved {
                 kind: kind_of(&statx_fd(f.fd.as_fd())?)?,
@@ -556,7 +560,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn readlink(&self, _ctx: &RequestCtx, ino: Ino) -> VfsResult<OsString> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         if r.kind != FileType::Symlink {
             return Err(VfsError::Invalid("not a symlink"));
@@ -583,7 +588,8 @@ impl VirtualFs for LocalFs {
             },
         };
         let perm = mode & !umask & 0o7777;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let sgid = is_setgid(dfd)?;
@@ -603,7 +609,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn mkdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, mode: u32, umask: u32) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let sgid = is_setgid(dfd)?;
@@ -614,14 +621,16 @@ impl VirtualFs for LocalFs {
     }
 
     async fn unlink(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         rustix::fs::unlinkat(dir.fd.as_fd(), name.as_os_str(), AtFlags::empty())?;
         Ok(())
     }
 
     async fn rmdir(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let gone = statx_at(dfd, name.as_os_str()).ok();
@@ -634,7 +643,8 @@ impl VirtualFs for LocalFs {
 
     async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
         check_symlink_target(target)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let sgid = is_setgid(dfd)?;
@@ -652,7 +662,8 @@ impl VirtualFs for LocalFs {
         flags: RenameFlags,
     ) -> VfsResult<()> {
         let flags = flags.validate()?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let from = self.resolve_dir(&mut tok, parent).await?;
         let to = self.resolve_dir(&mut tok, newparent).await?;
         let moved = statx_at(from.fd.as_fd(), name.as_os_str()).ok();
@@ -680,7 +691,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn link(&self, _ctx: &RequestCtx, ino: Ino, newparent: Ino, newname: Name<'_>) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         if r.kind == FileType::Directory {
             return Err(VfsError::NotPermitted);
@@ -699,7 +711,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn open(&self, _ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         let fd = self.open_inode(r.fd.as_fd(), r.kind, io_flags(flags))?;
         Ok(self.add_handle(&mut tok, ino, fd, flags))
@@ -716,7 +729,8 @@ impl VirtualFs for LocalFs {
     ) -> VfsResult<(Attr, Fh)> {
         let perm = mode & !umask & 0o7777;
         let io = io_flags(flags);
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let excl = io | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
@@ -758,7 +772,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn read(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         let want = usize::try_from(size).unwrap_or(usize::MAX);
         let mut buf: Vec<u8> = Vec::new();
@@ -779,7 +794,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn write(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         let data = &data[..data.len().min(u32::MAX as usize)];
         let mut done = 0usize;
@@ -803,7 +819,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn fsync(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, datasync: bool) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         run_blocking(move || {
             if datasync {
@@ -817,7 +834,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let removed = {
             let mut handles = self.inner.handles.write(&mut tok);
             match handles.get(&fh.0) {
@@ -834,7 +852,8 @@ impl VirtualFs for LocalFs {
     }
 
     fn passthrough_fd(&self, ino: Ino, fh: Fh) -> Option<OwnedFd> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh).ok()?;
         // Reads and writes of a handle are plain pread/pwrite on this descriptor, so the
         // kernel may use a duplicate of it directly (regular files only).
@@ -852,13 +871,15 @@ impl VirtualFs for LocalFs {
     }
 
     async fn readdir(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, ino).await?;
         self.list(dir.fd.as_fd(), ino, cookie, max)
     }
 
     async fn readdirplus(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntryPlus>> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, ino).await?;
         let dfd = dir.fd.as_fd();
         let entries = self.list(dfd, ino, cookie, max)?;
@@ -917,7 +938,8 @@ impl VirtualFs for LocalFs {
 
     async fn getxattr(&self, _ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<Bytes> {
         check_xattr(name, None)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         let path = ProcFd::path(r.fd.as_fd());
         let value = with_xattr_buf(|buf| rustix::fs::getxattr(path.as_str(), name, buf))?;
@@ -931,14 +953,16 @@ impl VirtualFs for LocalFs {
             XattrSet::Create => XattrFlags::CREATE,
             XattrSet::Replace => XattrFlags::REPLACE,
         };
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         rustix::fs::setxattr(ProcFd::path(r.fd.as_fd()), name, value, flags)?;
         Ok(())
     }
 
     async fn listxattr(&self, _ctx: &RequestCtx, ino: Ino) -> VfsResult<Vec<OsString>> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         let path = ProcFd::path(r.fd.as_fd());
         let list = with_xattr_buf(|buf| rustix::fs::listxattr(path.as_str(), buf))?;
@@ -947,7 +971,8 @@ impl VirtualFs for LocalFs {
 
     async fn removexattr(&self, _ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<()> {
         check_xattr(name, None)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         rustix::fs::removexattr(ProcFd::path(r.fd.as_fd()), name)?;
         Ok(())
@@ -963,7 +988,8 @@ impl VirtualFs for LocalFs {
         mode: i32,
     ) -> VfsResult<()> {
         let mode = u32::try_from(mode).map_err(|_| VfsError::Invalid("negative fallocate mode"))?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         run_blocking(move || {
             rustix::fs::fallocate(

@@ -205,7 +205,8 @@ impl Inner {
     /// Blocking, possibly long: run it off the async workers.
     pub(super) fn walk_and_remember(&self, ino: Ino) -> VfsResult<Resolved> {
         let (found, path) = self.walk(ino)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: runs on its own blocking thread, called with no lock held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         for s in &path {
             self.remember(
                 &mut tok,

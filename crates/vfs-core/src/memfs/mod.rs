@@ -122,7 +122,8 @@ impl MemFs {
             ),
         };
         let attr = new_attr(Ino::ROOT, FileType::Directory, perm & 0o7777, uid, gid, 0, now);
-        let mut tok = Locked::new();
+        // SAFETY: the constructor's entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         // A fresh table cannot already hold the root.
         let _ = fs.table.insert(
             &mut tok,
@@ -134,7 +135,8 @@ impl MemFs {
 
     /// Number of live inodes (for tests and diagnostics).
     pub fn inode_count(&self) -> usize {
-        self.table.len(&mut Locked::new())
+        // SAFETY: an entry point: no lock is held.
+        self.table.len(&mut unsafe { Locked::<Unlocked>::new() })
     }
 
     /// Number of open handles (for tests and diagnostics).
@@ -225,18 +227,27 @@ impl MemFs {
 
     /// Creates a node named `name` in `parent`: inserted into the table first (its number
     /// is fresh, nobody can reach it), then linked into the parent under the parent's lock.
-    fn make_node(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, spec: NewNode) -> VfsResult<Attr> {
+    fn make_node<P>(
+        &self,
+        tok: &mut Locked<P>,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        spec: NewNode,
+    ) -> VfsResult<Attr>
+    where
+        Map: LockAfter<P>,
+    {
         let NewNode {
             kind,
             perm,
             rdev,
             content,
         } = spec;
-        let mut tok = Locked::<Unlocked>::new();
         let now = Timestamp::now();
         let (pgid, pperm) = self
             .table
-            .read(&mut tok, parent, |n| n.dir().map(|_| (n.attr.gid, n.attr.perm)))
+            .read(tok, parent, |n| n.dir().map(|_| (n.attr.gid, n.attr.perm)))
             .ok_or(VfsError::Stale)??;
         let setgid_dir = pperm & 0o2000 != 0;
         let gid = if setgid_dir { pgid } else { ctx.gid };
@@ -246,12 +257,12 @@ impl MemFs {
         }
         let ino = self.alloc_ino();
         let attr = new_attr(ino, kind, perm, ctx.uid, gid, rdev, now);
-        if self.table.insert(&mut tok, ino, Node::new(attr, content)).is_err() {
+        if self.table.insert(tok, ino, Node::new(attr, content)).is_err() {
             return Err(VfsError::Io("inode number reused".into()));
         }
         let linked = self
             .table
-            .update(&mut tok, parent, |p| {
+            .update(tok, parent, |p| {
                 let d = p.live_dir_mut()?;
                 if d.get(name.as_os_str()).is_some() {
                     return Err(VfsError::Exists);
@@ -267,19 +278,48 @@ impl MemFs {
         match linked {
             Ok(()) => Ok(attr),
             Err(e) => {
-                self.table.remove(&mut tok, ino);
+                self.table.remove(tok, ino);
                 Err(e)
             }
         }
     }
 
-    fn open_node(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+    /// `lookup` under the caller's token.
+    fn lookup_in<P>(&self, tok: &mut Locked<P>, parent: Ino, name: Name<'_>) -> VfsResult<Attr>
+    where
+        Map: LockAfter<P>,
+    {
+        // The entry's inode may be replaced between the two reads (a rename over the name);
+        // then the name must be looked up again, never answered ENOENT while it exists.
+        for _ in 0..16 {
+            let Some(slot) = self.entry(tok, parent, name.as_os_str())? else {
+                tracing::trace!(parent = parent.0, %name, "lookup: no such entry");
+                return Err(VfsError::NotFound);
+            };
+            if let Some(attr) = self.table.read(tok, slot.ino, |n| n.attr) {
+                return Ok(attr);
+            }
+        }
+        Err(VfsError::Io("lookup kept racing with renames".into()))
+    }
+
+    /// The attributes of `ino`, `Stale` if it is gone.
+    fn attr_of<P>(&self, tok: &mut Locked<P>, ino: Ino) -> VfsResult<Attr>
+    where
+        Map: LockAfter<P>,
+    {
+        self.table.read(tok, ino, |n| n.attr).ok_or(VfsError::Stale)
+    }
+
+    fn open_node<P>(&self, tok: &mut Locked<P>, ino: Ino, flags: OpenFlags) -> VfsResult<Fh>
+    where
+        Map: LockAfter<P>,
+    {
         let mode = flags.access();
         let now = Timestamp::now();
-        let mut tok = Locked::<Unlocked>::new();
         let freed = self
             .table
-            .update(&mut tok, ino, |n| {
+            .update(tok, ino, |n| {
                 match n.attr.kind {
                     FileType::Directory if mode.can_write() => return Err(VfsError::IsDir),
                     FileType::Symlink => return Err(VfsError::Loop),
@@ -560,36 +600,26 @@ impl VirtualFs for MemFs {
     }
 
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        let mut tok = Locked::new();
-        // The entry's inode may be replaced between the two reads (a rename over the name);
-        // then the name must be looked up again, never answered ENOENT while it exists.
-        for _ in 0..16 {
-            let Some(slot) = self.entry(&mut tok, parent, name.as_os_str())? else {
-                tracing::trace!(parent = parent.0, %name, "lookup: no such entry");
-                return Err(VfsError::NotFound);
-            };
-            if let Some(attr) = self.table.read(&mut tok, slot.ino, |n| n.attr) {
-                return Ok(attr);
-            }
-        }
-        Err(VfsError::Io("lookup kept racing with renames".into()))
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.lookup_in(&mut tok, parent, name)
     }
 
     async fn getattr(&self, _ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         if let Some(fh) = fh {
             self.handle(ino, fh)?;
         }
-        self.table
-            .read(&mut Locked::new(), ino, |n| n.attr)
-            .ok_or(VfsError::Stale)
+        self.attr_of(&mut tok, ino)
     }
-
     async fn setattr(&self, _ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         if let (Some(fh), Some(_)) = (set.fh, set.size) {
             self.handle(ino, fh)?;
         }
         let now = Timestamp::now();
-        let mut tok = Locked::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let (attr, freed) = self
             .table
             .update(&mut tok, ino, |n| {
@@ -647,8 +677,10 @@ impl VirtualFs for MemFs {
     }
 
     async fn readlink(&self, _ctx: &RequestCtx, ino: Ino) -> VfsResult<OsString> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         self.table
-            .read(&mut Locked::new(), ino, |n| match &n.content {
+            .read(&mut tok, ino, |n| match &n.content {
                 Content::Symlink(t) => Ok(t.clone()),
                 _ => Err(VfsError::Invalid("not a symlink")),
             })
@@ -664,6 +696,8 @@ impl VirtualFs for MemFs {
         umask: u32,
         rdev: u64,
     ) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let kind = if mode & libc::S_IFMT == 0 {
             FileType::Regular
         } else {
@@ -678,6 +712,7 @@ impl VirtualFs for MemFs {
             _ => Content::Special,
         };
         self.make_node(
+            &mut tok,
             ctx,
             parent,
             name,
@@ -691,8 +726,11 @@ impl VirtualFs for MemFs {
     }
 
     async fn mkdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, mode: u32, umask: u32) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let content = Content::Dir(DirData::new(parent));
         self.make_node(
+            &mut tok,
             ctx,
             parent,
             name,
@@ -706,7 +744,8 @@ impl VirtualFs for MemFs {
     }
 
     async fn unlink(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         loop {
             let now = Timestamp::now();
             let slot = self
@@ -738,7 +777,8 @@ impl VirtualFs for MemFs {
     }
 
     async fn rmdir(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         loop {
             let now = Timestamp::now();
             let slot = self
@@ -773,10 +813,13 @@ impl VirtualFs for MemFs {
     }
 
     async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_symlink_target(target)?;
         let len = target.len() as u64;
         let content = Content::Symlink(target.to_os_string());
         let mut attr = self.make_node(
+            &mut tok,
             ctx,
             parent,
             name,
@@ -787,7 +830,7 @@ impl VirtualFs for MemFs {
                 content,
             },
         )?;
-        self.table.update(&mut Locked::new(), attr.ino, |n| {
+        self.table.update(&mut tok, attr.ino, |n| {
             n.attr.size = len;
             attr = n.attr;
         });
@@ -804,7 +847,8 @@ impl VirtualFs for MemFs {
         flags: RenameFlags,
     ) -> VfsResult<()> {
         let flags = flags.validate()?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         if parent == newparent {
             self.rename_locked(&mut tok, parent, name, newparent, newname, flags)
         } else {
@@ -817,7 +861,8 @@ impl VirtualFs for MemFs {
 
     async fn link(&self, _ctx: &RequestCtx, ino: Ino, newparent: Ino, newname: Name<'_>) -> VfsResult<Attr> {
         let now = Timestamp::now();
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let ncell = self.cell(&mut tok, ino)?;
         let pcell = self.cell(&mut tok, newparent)?;
         let mut set = FileCell::write_many(&mut tok, &[&ncell, &pcell]);
@@ -848,7 +893,9 @@ impl VirtualFs for MemFs {
     }
 
     async fn open(&self, _ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
-        self.open_node(ino, flags)
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.open_node(&mut tok, ino, flags)
     }
 
     async fn create(
@@ -860,6 +907,8 @@ impl VirtualFs for MemFs {
         umask: u32,
         flags: OpenFlags,
     ) -> VfsResult<(Attr, Fh)> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         loop {
             let content = Content::File(FileData::default());
             let spec = NewNode {
@@ -868,14 +917,14 @@ impl VirtualFs for MemFs {
                 rdev: 0,
                 content,
             };
-            match self.make_node(ctx, parent, name, spec) {
+            match self.make_node(&mut tok, ctx, parent, name, spec) {
                 Ok(attr) => {
-                    let fh = self.open_node(attr.ino, flags)?;
+                    let fh = self.open_node(&mut tok, attr.ino, flags)?;
                     return Ok((attr, fh));
                 }
                 Err(VfsError::Exists) if !flags.exclusive() => {
                     // open(2) without O_EXCL opens what is there.
-                    let attr = match self.lookup(ctx, parent, name).await {
+                    let attr = match self.lookup_in(&mut tok, parent, name) {
                         Ok(a) => a,
                         Err(VfsError::NotFound) => continue,
                         Err(e) => return Err(e),
@@ -883,12 +932,12 @@ impl VirtualFs for MemFs {
                     if attr.kind == FileType::Directory {
                         return Err(VfsError::IsDir);
                     }
-                    let fh = match self.open_node(attr.ino, flags) {
+                    let fh = match self.open_node(&mut tok, attr.ino, flags) {
                         Ok(fh) => fh,
                         Err(VfsError::Stale) => continue,
                         Err(e) => return Err(e),
                     };
-                    let attr = self.getattr(ctx, attr.ino, None).await?;
+                    let attr = self.attr_of(&mut tok, attr.ino)?;
                     return Ok((attr, fh));
                 }
                 Err(e) => return Err(e),
@@ -897,12 +946,14 @@ impl VirtualFs for MemFs {
     }
 
     async fn read(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let of = self.handle(ino, fh)?;
         if !of.mode.can_read() {
             return Err(VfsError::BadHandle);
         }
         self.table
-            .read(&mut Locked::new(), ino, |n| match &n.content {
+            .read(&mut tok, ino, |n| match &n.content {
                 Content::File(d) => {
                     if offset >= n.attr.size {
                         return Ok(Bytes::new());
@@ -917,6 +968,8 @@ impl VirtualFs for MemFs {
     }
 
     async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let of = self.handle(ino, fh)?;
         if !of.mode.can_write() {
             return Err(VfsError::BadHandle);
@@ -925,7 +978,7 @@ impl VirtualFs for MemFs {
         let now = Timestamp::now();
         let grown = self
             .table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 let offset = if of.append { n.attr.size } else { offset };
                 let Content::File(d) = &mut n.content else {
                     return Err(VfsError::Invalid("write to a non-regular file"));
@@ -964,7 +1017,8 @@ impl VirtualFs for MemFs {
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
         self.handle(ino, fh)?;
         self.handles.remove(&fh.0).ok_or(VfsError::BadHandle)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dead = self.table.update(&mut tok, ino, |n| {
             n.open = n.open.saturating_sub(1);
             n.is_dead()
@@ -976,9 +1030,11 @@ impl VirtualFs for MemFs {
     }
 
     async fn readdir(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let max = max.max(1);
         self.table
-            .read(&mut Locked::new(), ino, |n| {
+            .read(&mut tok, ino, |n| {
                 let d = n.dir()?;
                 let mut out = Vec::with_capacity(max.min(d.entries.len() + 2));
                 if cookie == 0 {
@@ -1020,7 +1076,9 @@ impl VirtualFs for MemFs {
         let blocks = REPORTED_CAPACITY / u64::from(BLOCK);
         let used = self.allocated.load(Ordering::Relaxed).div_ceil(u64::from(BLOCK));
         let files = u64::from(u32::MAX);
-        let inodes = self.inode_count() as u64;
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let inodes = self.table.len(&mut tok) as u64;
         Ok(StatFs {
             blocks,
             bfree: blocks.saturating_sub(used),
@@ -1034,9 +1092,11 @@ impl VirtualFs for MemFs {
     }
 
     async fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<Bytes> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_xattr(name, None)?;
         self.table
-            .read(&mut Locked::new(), ino, |n| {
+            .read(&mut tok, ino, |n| {
                 xattr_namespace_check(n.attr.kind, name, ctx, false)?;
                 n.xattrs.get(name).cloned().ok_or(VfsError::NoAttr)
             })
@@ -1044,10 +1104,12 @@ impl VirtualFs for MemFs {
     }
 
     async fn setxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr, value: &[u8], how: XattrSet) -> VfsResult<()> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_xattr(name, Some(value))?;
         let now = Timestamp::now();
         self.table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 xattr_namespace_check(n.attr.kind, name, ctx, true)?;
                 let exists = n.xattrs.contains_key(name);
                 match how {
@@ -1063,8 +1125,10 @@ impl VirtualFs for MemFs {
     }
 
     async fn listxattr(&self, ctx: &RequestCtx, ino: Ino) -> VfsResult<Vec<OsString>> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         self.table
-            .read(&mut Locked::new(), ino, |n| {
+            .read(&mut tok, ino, |n| {
                 n.xattrs
                     .keys()
                     .filter(|k| xattr_namespace_check(n.attr.kind, k, ctx, false).is_ok())
@@ -1075,10 +1139,12 @@ impl VirtualFs for MemFs {
     }
 
     async fn removexattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<()> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_xattr(name, None)?;
         let now = Timestamp::now();
         self.table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 xattr_namespace_check(n.attr.kind, name, ctx, true)?;
                 n.xattrs.remove(name).ok_or(VfsError::NoAttr)?;
                 n.attr.ctime = now;
@@ -1096,6 +1162,8 @@ impl VirtualFs for MemFs {
         length: u64,
         mode: i32,
     ) -> VfsResult<()> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let of = self.handle(ino, fh)?;
         if !of.mode.can_write() {
             return Err(VfsError::BadHandle);
@@ -1110,7 +1178,7 @@ impl VirtualFs for MemFs {
         let now = Timestamp::now();
         let freed = self
             .table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 let Content::File(d) = &mut n.content else {
                     return Err(VfsError::Unsupported);
                 };
