@@ -12,6 +12,7 @@
 pub mod barrier;
 pub mod error;
 pub mod fh;
+pub mod fh_table;
 pub mod invalidate;
 #[cfg(target_os = "linux")]
 pub mod localfs;

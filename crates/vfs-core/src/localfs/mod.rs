@@ -60,15 +60,12 @@ mod escape_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::hash::BuildHasherDefault;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use bytes::Bytes;
-use rustc_hash::FxHasher;
 use rustix::fs::{AtFlags, Dir, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno as HostErrno;
 use tracing::{debug, trace};
@@ -79,10 +76,10 @@ use self::host::{
 };
 use self::resolve::{Node, Sighting};
 use crate::error::{VfsError, VfsResult};
-use crate::lock_order::{Locked, Map, OrderedRwLock, Unlocked};
+use crate::fh_table::FhTable;
+use crate::lock_order::{Locked, Unlocked};
 use crate::meta::MetaTable;
 use crate::sync::Arc;
-use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, SetTime,
     StatFs, XattrSet, check_symlink_target,
@@ -95,8 +92,6 @@ const DIR_FD_BUDGET_MAX: usize = 1 << 16;
 
 /// The largest chunk one `pread` asks for; a read grows its buffer only as data arrives.
 const READ_CHUNK: usize = 1 << 20;
-
-type HandleMap = HashMap<u64, Arc<OpenFile>, BuildHasherDefault<FxHasher>>;
 
 /// A host directory served as a [`VirtualFs`]. See the [module docs](self).
 #[derive(Debug)]
@@ -119,8 +114,7 @@ struct Inner {
     map: InoMap,
     proc: ProcFd,
     nodes: MetaTable<Node>,
-    handles: OrderedRwLock<HandleMap, Map>,
-    next_fh: AtomicU64,
+    handles: FhTable<Arc<OpenFile>>,
     budget: Arc<FdBudget>,
     creds: Creds,
     source_id: String,
@@ -165,8 +159,7 @@ impl LocalFs {
                 map: InoMap::new(st.stx_ino),
                 proc: ProcFd::open()?,
                 nodes: MetaTable::new(),
-                handles: OrderedRwLock::new(HandleMap::default()),
-                next_fh: AtomicU64::new(1),
+                handles: FhTable::new(),
                 budget: FdBudget::new(budget),
                 creds,
                 source_id: format!("localfs:{}", canonical.display()),
@@ -204,22 +197,15 @@ impl LocalFs {
 
     /// The open file behind `fh`, which must belong to `ino`.
     fn handle(&self, tok: &mut Locked<Unlocked>, ino: Ino, fh: Fh) -> VfsResult<Arc<OpenFile>> {
-        let handles = self.inner.handles.read(tok);
-        match handles.get(&fh.0) {
-            Some(f) if f.ino == ino => Ok(Arc::clone(f)),
-            _ => Err(VfsError::BadHandle),
-        }
+        self.inner.handles.get(tok, ino, fh)
     }
 
     fn add_handle(&self, tok: &mut Locked<Unlocked>, ino: Ino, fd: OwnedFd, flags: OpenFlags) -> Fh {
-        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
         let file = Arc::new(OpenFile {
-            ino,
             fd,
             access: flags.access(),
         });
-        self.inner.handles.write(tok).insert(fh, file);
-        Fh(fh)
+        self.inner.handles.insert(tok, ino, file)
     }
 
     /// Attributes of a descriptor's inode, which must be on the root's device.
@@ -836,19 +822,9 @@ impl VirtualFs for LocalFs {
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
-        let removed = {
-            let mut handles = self.inner.handles.write(&mut tok);
-            match handles.get(&fh.0) {
-                Some(f) if f.ino == ino => handles.remove(&fh.0),
-                _ => None,
-            }
-        };
-        // The descriptor closes here, outside the lock (or later, when an in-flight
-        // operation on it finishes).
-        match removed {
-            Some(_) => Ok(()),
-            None => Err(VfsError::BadHandle),
-        }
+        // The descriptor closes when the removed `Arc` drops, outside the lock (or later,
+        // when an in-flight operation on it finishes).
+        self.inner.handles.remove(&mut tok, ino, fh).map(drop)
     }
 
     fn passthrough_fd(&self, ino: Ino, fh: Fh) -> Option<OwnedFd> {

@@ -197,8 +197,7 @@ impl Inner {
 
     /// An open handle on `ino` (way 3): the only way left to a file unlinked while open.
     pub(super) fn open_handle_of(&self, tok: &mut Locked<Unlocked>, ino: Ino) -> Option<Arc<OpenFile>> {
-        let handles = self.handles.read(tok);
-        handles.values().find(|f| f.ino == ino).cloned()
+        self.handles.any_of(tok, ino)
     }
 
     /// Way 4: walks the tree breadth-first for `ino` and remembers the path to it.

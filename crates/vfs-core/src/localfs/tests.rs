@@ -1288,7 +1288,7 @@ async fn concurrent_lookups_and_forgets_balance() {
     }
     assert_eq!(fx.node_count(), 0);
     assert_eq!(fx.fs.inner.budget.held(), held0);
-    assert!(fx.fs.inner.handles.read(&mut entry()).is_empty());
+    assert!(fx.fs.inner.handles.is_empty(&mut entry()));
 }
 
 // ---- passthrough -----------------------------------------------------------------------

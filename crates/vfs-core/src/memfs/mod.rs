@@ -22,9 +22,9 @@ use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use dashmap::DashMap;
 
 use crate::error::{VfsError, VfsResult};
+use crate::fh_table::FhTable;
 use crate::lock_order::{File, LockAfter, Locked, Map, Namespace, OrderedMutex, Unlocked};
 use crate::meta::{FileCell, MetaTable};
 use crate::types::{
@@ -51,7 +51,6 @@ struct NewNode {
 
 #[derive(Clone, Copy, Debug)]
 struct OpenFile {
-    ino: Ino,
     mode: AccessMode,
     append: bool,
 }
@@ -75,9 +74,8 @@ struct OpenFile {
 pub struct MemFs {
     table: MetaTable<Node>,
     renames: OrderedMutex<(), Namespace>,
-    handles: DashMap<u64, OpenFile>,
+    handles: FhTable<OpenFile>,
     next_ino: AtomicU64,
-    next_fh: AtomicU64,
     allocated: AtomicU64,
     source_id: String,
 }
@@ -109,9 +107,8 @@ impl MemFs {
         let fs = MemFs {
             table: MetaTable::new(),
             renames: OrderedMutex::new(()),
-            handles: DashMap::new(),
+            handles: FhTable::new(),
             next_ino: AtomicU64::new(Ino::ROOT.0 + 1),
-            next_fh: AtomicU64::new(1),
             allocated: AtomicU64::new(0),
             source_id: format!(
                 "memfs:{}:{}.{}:{}",
@@ -141,18 +138,19 @@ impl MemFs {
 
     /// Number of open handles (for tests and diagnostics).
     pub fn open_handles(&self) -> usize {
-        self.handles.len()
+        // SAFETY: an entry point: no lock is held.
+        self.handles.len(&mut unsafe { Locked::<Unlocked>::new() })
     }
 
     fn alloc_ino(&self) -> Ino {
         Ino(self.next_ino.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn handle(&self, ino: Ino, fh: Fh) -> VfsResult<OpenFile> {
-        match self.handles.get(&fh.0) {
-            Some(of) if of.ino == ino => Ok(*of),
-            _ => Err(VfsError::BadHandle),
-        }
+    fn handle<P>(&self, tok: &mut Locked<P>, ino: Ino, fh: Fh) -> VfsResult<OpenFile>
+    where
+        Map: LockAfter<P>,
+    {
+        self.handles.get(tok, ino, fh)
     }
 
     fn cell<P>(&self, tok: &mut Locked<P>, ino: Ino) -> VfsResult<crate::sync::Arc<FileCell<Node>>>
@@ -340,16 +338,14 @@ impl MemFs {
             })
             .ok_or(VfsError::Stale)??;
         self.sub_allocated(freed);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.insert(
-            fh,
+        Ok(self.handles.insert(
+            tok,
+            ino,
             OpenFile {
-                ino,
                 mode,
                 append: flags.append(),
             },
-        );
-        Ok(Fh(fh))
+        ))
     }
 
     fn rename_locked<P>(
@@ -609,17 +605,18 @@ impl VirtualFs for MemFs {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
         if let Some(fh) = fh {
-            self.handle(ino, fh)?;
+            self.handle(&mut tok, ino, fh)?;
         }
         self.attr_of(&mut tok, ino)
     }
+
     async fn setattr(&self, _ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
-        if let (Some(fh), Some(_)) = (set.fh, set.size) {
-            self.handle(ino, fh)?;
-        }
-        let now = Timestamp::now();
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
+        if let (Some(fh), Some(_)) = (set.fh, set.size) {
+            self.handle(&mut tok, ino, fh)?;
+        }
+        let now = Timestamp::now();
         let (attr, freed) = self
             .table
             .update(&mut tok, ino, |n| {
@@ -948,7 +945,7 @@ impl VirtualFs for MemFs {
     async fn read(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
-        let of = self.handle(ino, fh)?;
+        let of = self.handle(&mut tok, ino, fh)?;
         if !of.mode.can_read() {
             return Err(VfsError::BadHandle);
         }
@@ -970,7 +967,7 @@ impl VirtualFs for MemFs {
     async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
-        let of = self.handle(ino, fh)?;
+        let of = self.handle(&mut tok, ino, fh)?;
         if !of.mode.can_write() {
             return Err(VfsError::BadHandle);
         }
@@ -1011,14 +1008,15 @@ impl VirtualFs for MemFs {
 
     async fn fsync(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, _datasync: bool) -> VfsResult<()> {
         // Memory is as durable as MemFs gets: every completed write is already visible.
-        self.handle(ino, fh).map(|_| ())
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.handle(&mut tok, ino, fh).map(|_| ())
     }
 
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-        self.handle(ino, fh)?;
-        self.handles.remove(&fh.0).ok_or(VfsError::BadHandle)?;
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.handles.remove(&mut tok, ino, fh)?;
         let dead = self.table.update(&mut tok, ino, |n| {
             n.open = n.open.saturating_sub(1);
             n.is_dead()
@@ -1164,7 +1162,7 @@ impl VirtualFs for MemFs {
     ) -> VfsResult<()> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
-        let of = self.handle(ino, fh)?;
+        let of = self.handle(&mut tok, ino, fh)?;
         if !of.mode.can_write() {
             return Err(VfsError::BadHandle);
         }
