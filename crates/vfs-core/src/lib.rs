@@ -30,7 +30,7 @@ pub mod vfs;
 pub use error::{Errno, VfsError, VfsResult};
 pub use invalidate::{Invalidator, NoInvalidator};
 pub use types::*;
-pub use vfs::{InodeStability, VirtualFs, access_mask, check_access, check_xattr};
+pub use vfs::{InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr};
 
 /// The README's code blocks, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

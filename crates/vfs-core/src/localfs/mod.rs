@@ -84,7 +84,7 @@ use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, SetTime,
     StatFs, XattrSet, check_symlink_target,
 };
-use crate::vfs::{InodeStability, VirtualFs, XATTR_SIZE_MAX, check_xattr};
+use crate::vfs::{InodeStability, MknodSpec, VirtualFs, XATTR_SIZE_MAX, check_xattr};
 
 /// Fewest and most directory descriptors kept open for looked-up directories.
 const DIR_FD_BUDGET_MIN: usize = 64;
@@ -565,25 +565,12 @@ impl VirtualFs for LocalFs {
         umask: u32,
         rdev: u64,
     ) -> VfsResult<Attr> {
-        let kind = match mode & libc::S_IFMT {
-            0 => FileType::Regular,
-            bits => match FileType::from_mode(bits) {
-                Some(FileType::Directory) => return Err(VfsError::NotPermitted),
-                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this file type")),
-                Some(k) => k,
-            },
-        };
-        let perm = mode & !umask & 0o7777;
+        let MknodSpec { kind, perm, rdev } = MknodSpec::new(mode, umask, rdev)?;
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let sgid = is_setgid(dfd)?;
-        let rdev = if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
-            rdev
-        } else {
-            0
-        };
         rustix::fs::mknodat(
             dfd,
             name.as_os_str(),

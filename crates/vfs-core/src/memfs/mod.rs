@@ -31,7 +31,7 @@ use crate::types::{
     AccessMode, Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
     Timestamp, XattrSet, check_symlink_target,
 };
-use crate::vfs::{InodeStability, VirtualFs, check_xattr};
+use crate::vfs::{InodeStability, MknodSpec, VirtualFs, check_xattr};
 use node::{Content, DirData, FileData, MAX_FILE_SIZE, Node, Slot};
 
 /// Most hard links one inode may have.
@@ -47,6 +47,34 @@ struct NewNode {
     perm: u32,
     rdev: u64,
     content: Content,
+}
+
+/// What a remove may take: `unlink` anything but a directory, `rmdir` an empty directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removal {
+    NonDir,
+    EmptyDir,
+}
+
+impl Removal {
+    /// The kind rule: `EISDIR` for unlinking a directory, `ENOTDIR` for rmdir of anything else.
+    fn check_kind(self, kind: FileType) -> VfsResult<()> {
+        match (self, kind == FileType::Directory) {
+            (Removal::NonDir, true) => Err(VfsError::IsDir),
+            (Removal::EmptyDir, false) => Err(VfsError::NotDir),
+            _ => Ok(()),
+        }
+    }
+
+    /// The whole rule on the inode to be removed, under its lock: its kind, and for rmdir
+    /// that it is empty (`ENOTEMPTY`).
+    fn check(self, victim: &Node) -> VfsResult<()> {
+        self.check_kind(victim.attr.kind)?;
+        if self == Removal::EmptyDir && !victim.dir()?.is_empty() {
+            return Err(VfsError::NotEmpty);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -348,6 +376,46 @@ impl MemFs {
         ))
     }
 
+    /// `unlink` and `rmdir`: removes the entry `name` of `parent` if `what` allows its
+    /// kind, re-checking under both inodes' locks that the name still points where it did.
+    fn remove_entry<P>(&self, tok: &mut Locked<P>, parent: Ino, name: Name<'_>, what: Removal) -> VfsResult<()>
+    where
+        Map: LockAfter<P>,
+        File: LockAfter<P>,
+    {
+        loop {
+            let now = Timestamp::now();
+            let slot = self.entry(tok, parent, name.as_os_str())?.ok_or(VfsError::NotFound)?;
+            what.check_kind(slot.kind)?;
+            let pcell = self.cell(tok, parent)?;
+            let Some(ccell) = self.table.get(tok, slot.ino) else {
+                continue;
+            };
+            let mut set = FileCell::write_many(tok, &[&pcell, &ccell]);
+            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
+                continue;
+            };
+            if p.dir()?.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
+                continue;
+            }
+            what.check(c)?;
+            match what {
+                Removal::NonDir => c.attr.nlink -= 1,
+                Removal::EmptyDir => {
+                    // The child's ".." no longer counts as a link of the parent.
+                    p.attr.nlink -= 1;
+                    c.attr.nlink = 0;
+                }
+            }
+            p.dir_mut()?.remove(name.as_os_str());
+            p.touch_data(now);
+            c.attr.ctime = now;
+            drop(set);
+            self.reap(tok, slot.ino);
+            return Ok(());
+        }
+    }
+
     fn rename_locked<P>(
         &self,
         tok: &mut Locked<P>,
@@ -425,16 +493,13 @@ impl MemFs {
                 return Ok(());
             }
 
-            if let Some(d) = dst {
-                let victim = set.get(d.ino).ok_or(VfsError::Stale)?;
-                match (src.kind == FileType::Directory, d.kind == FileType::Directory) {
-                    (true, false) => return Err(VfsError::NotDir),
-                    (false, true) => return Err(VfsError::IsDir),
-                    (true, true) if !victim.dir()?.is_empty() => return Err(VfsError::NotEmpty),
-                    _ => {}
-                }
-            }
             let is_dir = src.kind == FileType::Directory;
+            if let Some(d) = dst {
+                // Replacing a name removes its old inode by unlink's or rmdir's rule.
+                let victim = set.get(d.ino).ok_or(VfsError::Stale)?;
+                let rule = if is_dir { Removal::EmptyDir } else { Removal::NonDir };
+                rule.check(victim)?;
+            }
             if let Some(p) = set.get_mut(parent) {
                 p.dir_mut()?.remove(name.as_os_str());
                 p.touch_data(now);
@@ -533,6 +598,7 @@ fn exchange(
     }
 }
 
+/// A new inode's attributes; `rdev` is kept as given ([`MknodSpec`] zeroed it for non-devices).
 fn new_attr(ino: Ino, kind: FileType, perm: u16, uid: u32, gid: u32, rdev: u64, now: Timestamp) -> Attr {
     Attr {
         ino,
@@ -548,11 +614,7 @@ fn new_attr(ino: Ino, kind: FileType, perm: u16, uid: u32, gid: u32, rdev: u64, 
         },
         blocks: 0,
         blksize: BLOCK,
-        rdev: if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
-            rdev
-        } else {
-            0
-        },
+        rdev,
         atime: now,
         mtime: now,
         ctime: now,
@@ -695,15 +757,7 @@ impl VirtualFs for MemFs {
     ) -> VfsResult<Attr> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
-        let kind = if mode & libc::S_IFMT == 0 {
-            FileType::Regular
-        } else {
-            match FileType::from_mode(mode) {
-                Some(FileType::Directory) => return Err(VfsError::NotPermitted),
-                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this type")),
-                Some(k) => k,
-            }
-        };
+        let MknodSpec { kind, perm, rdev } = MknodSpec::new(mode, umask, rdev)?;
         let content = match kind {
             FileType::Regular => Content::File(FileData::default()),
             _ => Content::Special,
@@ -715,7 +769,7 @@ impl VirtualFs for MemFs {
             name,
             NewNode {
                 kind,
-                perm: mode & !umask,
+                perm,
                 rdev,
                 content,
             },
@@ -743,70 +797,13 @@ impl VirtualFs for MemFs {
     async fn unlink(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
-        loop {
-            let now = Timestamp::now();
-            let slot = self
-                .entry(&mut tok, parent, name.as_os_str())?
-                .ok_or(VfsError::NotFound)?;
-            if slot.kind == FileType::Directory {
-                return Err(VfsError::IsDir);
-            }
-            let pcell = self.cell(&mut tok, parent)?;
-            let Some(ccell) = self.table.get(&mut tok, slot.ino) else {
-                continue;
-            };
-            let mut set = FileCell::write_many(&mut tok, &[&pcell, &ccell]);
-            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
-                continue;
-            };
-            let d = p.dir_mut()?;
-            if d.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
-                continue;
-            }
-            d.remove(name.as_os_str());
-            p.touch_data(now);
-            c.attr.nlink -= 1;
-            c.attr.ctime = now;
-            drop(set);
-            self.reap(&mut tok, slot.ino);
-            return Ok(());
-        }
+        self.remove_entry(&mut tok, parent, name, Removal::NonDir)
     }
 
     async fn rmdir(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
-        loop {
-            let now = Timestamp::now();
-            let slot = self
-                .entry(&mut tok, parent, name.as_os_str())?
-                .ok_or(VfsError::NotFound)?;
-            if slot.kind != FileType::Directory {
-                return Err(VfsError::NotDir);
-            }
-            let pcell = self.cell(&mut tok, parent)?;
-            let Some(ccell) = self.table.get(&mut tok, slot.ino) else {
-                continue;
-            };
-            let mut set = FileCell::write_many(&mut tok, &[&pcell, &ccell]);
-            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
-                continue;
-            };
-            if p.dir()?.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
-                continue;
-            }
-            if !c.dir()?.is_empty() {
-                return Err(VfsError::NotEmpty);
-            }
-            p.dir_mut()?.remove(name.as_os_str());
-            p.attr.nlink -= 1;
-            p.touch_data(now);
-            c.attr.nlink = 0;
-            c.attr.ctime = now;
-            drop(set);
-            self.reap(&mut tok, slot.ino);
-            return Ok(());
-        }
+        self.remove_entry(&mut tok, parent, name, Removal::EmptyDir)
     }
 
     async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
