@@ -17,6 +17,12 @@ use vfs_core::lock_order::{Locked, Unlocked};
 use vfs_core::meta::MetaTable;
 use vfs_core::{Attr, FileType, Ino};
 
+/// A token for a test's own entry point (each call site holds no lock).
+fn entry() -> Locked<Unlocked> {
+    // SAFETY: called only where the test holds no lock.
+    unsafe { Locked::new() }
+}
+
 const KEYS: u64 = 1024;
 
 fn attr(i: u64) -> Attr {
@@ -38,10 +44,10 @@ trait Table: Send + Sync + 'static {
 
 impl Table for MetaTable<Attr> {
     fn read(&self, k: u64) -> u64 {
-        MetaTable::read(self, &mut Locked::<Unlocked>::new(), Ino(k), |a| a.size).unwrap_or(0)
+        MetaTable::read(self, &mut entry(), Ino(k), |a| a.size).unwrap_or(0)
     }
     fn update(&self, k: u64) {
-        MetaTable::update(self, &mut Locked::<Unlocked>::new(), Ino(k), |a| {
+        MetaTable::update(self, &mut entry(), Ino(k), |a| {
             a.size += 1;
             a.mtime.secs += 1;
         });
@@ -76,7 +82,7 @@ impl Table for DashMap<u64, Attr> {
 
 fn meta_table() -> Arc<MetaTable<Attr>> {
     let t = MetaTable::new();
-    let mut tok = Locked::<Unlocked>::new();
+    let mut tok = entry();
     for i in 2..KEYS + 2 {
         let _ = t.insert(&mut tok, Ino(i), attr(i));
     }

@@ -44,10 +44,12 @@
 //!
 //! # Mapping to protocol errors
 //!
-//! [`HandleError::BadHandle`] is `NFS3ERR_BADHANDLE` (the bytes are not a handle of ours)
-//! and [`HandleError::Stale`] is `NFS3ERR_STALE` (a well-formed handle from another source
-//! or instance); see [`HandleError::nfs3_status`]. The two must not be confused: a client
-//! drops its cached state on `STALE`, and macOS drops pending writes with it.
+//! [`HandleError`] says which kind of refusal it is: [`HandleError::BadHandle`] (the bytes
+//! are not a handle of ours) or [`HandleError::Stale`] (a well-formed handle from another
+//! source or instance). Each front end maps the kind to its protocol in its own status
+//! table (vfs-nfs: `BADHANDLE` and `STALE` in `status.rs`); this crate carries no protocol's
+//! numbers. The two must not be confused: an NFS client drops its cached state on
+//! `STALE`, and macOS drops pending writes with it.
 
 use std::fmt;
 
@@ -124,25 +126,10 @@ pub enum HandleError {
     },
 }
 
-/// `NFS3ERR_BADHANDLE` (RFC 1813).
-pub const NFS3ERR_BADHANDLE: u32 = 10001;
-/// `NFS3ERR_STALE` (RFC 1813).
-pub const NFS3ERR_STALE: u32 = 70;
-
-impl HandleError {
-    /// The NFSv3 status to answer with: `NFS3ERR_BADHANDLE` or `NFS3ERR_STALE`.
-    pub fn nfs3_status(self) -> u32 {
-        match self {
-            HandleError::BadHandle => NFS3ERR_BADHANDLE,
-            HandleError::Stale { .. } => NFS3ERR_STALE,
-        }
-    }
-}
-
 impl From<HandleError> for VfsError {
     /// `BadHandle` → [`VfsError::BadHandle`] (`EBADF`), `Stale` → [`VfsError::Stale`]
-    /// (`ESTALE`). Protocols with a status of their own for malformed handles (NFS) use
-    /// [`HandleError::nfs3_status`] instead of going through an errno.
+    /// (`ESTALE`). Protocols with a status of their own for malformed handles (NFS) map
+    /// the two kinds in their own status table instead of going through an errno.
     fn from(e: HandleError) -> VfsError {
         match e {
             HandleError::BadHandle => VfsError::BadHandle,
@@ -298,7 +285,6 @@ mod tests {
         let wire = Generation::from_source_id("bucket/A").handle(Ino(7));
         let err = Generation::from_source_id("bucket/B").decode(wire.as_bytes());
         assert!(matches!(err, Err(HandleError::Stale { .. })));
-        assert_eq!(err.map_err(HandleError::nfs3_status), Err(NFS3ERR_STALE));
         assert_eq!(
             VfsError::from(HandleError::Stale { found: 1, expected: 2 }).errno(),
             crate::Errno::ESTALE
@@ -320,7 +306,6 @@ mod tests {
         let mut reserved = good;
         reserved[5] = 1;
         assert_eq!(g.decode(&reserved), Err(HandleError::BadHandle));
-        assert_eq!(HandleError::BadHandle.nfs3_status(), NFS3ERR_BADHANDLE);
         assert_eq!(VfsError::from(HandleError::BadHandle).errno(), crate::Errno::EBADF);
     }
 

@@ -12,6 +12,7 @@
 pub mod barrier;
 pub mod error;
 pub mod fh;
+pub mod fh_table;
 pub mod invalidate;
 #[cfg(target_os = "linux")]
 pub mod localfs;
@@ -29,7 +30,7 @@ pub mod vfs;
 pub use error::{Errno, VfsError, VfsResult};
 pub use invalidate::{Invalidator, NoInvalidator};
 pub use types::*;
-pub use vfs::{InodeStability, VirtualFs, access_mask, check_access, check_xattr};
+pub use vfs::{InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr};
 
 /// The README's code blocks, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -4,7 +4,8 @@
 //! File`, never the reverse, and a level is never taken twice except through a function
 //! that orders the locks it takes (by inode). Code that breaks the order does not compile.
 //!
-//! Every operation starts with a zero-sized [`Locked<Unlocked>`] token. Taking an
+//! Every operation starts with a zero-sized [`Locked<Unlocked>`] token, minted once at its
+//! entry (see "Where tokens come from" below). Taking an
 //! [`OrderedRwLock`] or [`OrderedMutex`] of level `L` needs a `&mut Locked<P>` where `L`
 //! comes after `P`; the guard borrows that token for as long as it lives and hands out a
 //! `Locked<L>` of its own, so the next lock must come after `L`. Levels and their order are
@@ -23,7 +24,7 @@
 //! use vfs_core::lock_order::{Locked, Unlocked, OrderedRwLock, Map, File};
 //! let map: OrderedRwLock<u32, Map> = OrderedRwLock::new(0);
 //! let file: OrderedRwLock<u32, File> = OrderedRwLock::new(0);
-//! let mut tok = Locked::<Unlocked>::new();
+//! let mut tok = unsafe { Locked::<Unlocked>::new() }; // SAFETY: entry, no lock held
 //! let mut f = file.write(&mut tok);
 //! let _m = map.read(f.token()); // Map does not come after File
 //! ```
@@ -34,7 +35,7 @@
 //! use vfs_core::lock_order::{Locked, Unlocked, OrderedRwLock, File};
 //! let a: OrderedRwLock<u32, File> = OrderedRwLock::new(0);
 //! let b: OrderedRwLock<u32, File> = OrderedRwLock::new(0);
-//! let mut tok = Locked::<Unlocked>::new();
+//! let mut tok = unsafe { Locked::<Unlocked>::new() }; // SAFETY: entry, no lock held
 //! let mut ga = a.write(&mut tok);
 //! let _gb = b.write(ga.token()); // File does not come after File
 //! ```
@@ -45,10 +46,43 @@
 //! use vfs_core::lock_order::{Locked, Unlocked, OrderedRwLock, File};
 //! let a: OrderedRwLock<u32, File> = OrderedRwLock::new(0);
 //! let b: OrderedRwLock<u32, File> = OrderedRwLock::new(0);
-//! let mut tok = Locked::<Unlocked>::new();
+//! let mut tok = unsafe { Locked::<Unlocked>::new() }; // SAFETY: entry, no lock held
 //! let ga = a.write(&mut tok);
 //! let gb = b.write(&mut tok); // `tok` is still borrowed by `ga`
 //! drop((ga, gb));
+//! ```
+//!
+//! # Where tokens come from
+//!
+//! The checks above hold only if every `Locked<Unlocked>` is minted where no lock is
+//! held: a fresh token minted under a `File` guard can take the map, and the compiler
+//! would not object. Nothing in the type system knows "inside an operation", so the
+//! choice is how to make minting a deliberate, visible act:
+//!
+//! - *crate-private `new`* would lock out every backend outside this crate from
+//!   [`crate::meta::MetaTable`] and [`crate::fh_table::FhTable`], and would not stop this
+//!   crate's own backends from minting mid-operation (MemFs did, at fifteen places);
+//! - *a safe closure entry point* (`Locked::enter(|tok| ..)`) can be called again inside
+//!   the closure, and an async operation holds its token across `.await`s, so it neither
+//!   prevents the bypass nor fits the `VirtualFs` methods;
+//! - *`unsafe fn new`* (chosen, as Fuchsia's starnix_sync does for `Unlocked::new`):
+//!   minting a token is a promise the compiler cannot check, so it is written as one.
+//!   Each mint carries a `// SAFETY:` line (clippy's `undocumented_unsafe_blocks` is
+//!   denied), `grep -n 'Locked::new'` lists every entry point, and a mint inside a
+//!   locked region stands out in review. Backends mint one token at the entry of each
+//!   `VirtualFs` method and pass `&mut` references down; helpers take `&mut Locked<P>`.
+//!
+//! The bypass — a fresh token minted while a `File` guard is held, used to take the map —
+//! no longer compiles without `unsafe`:
+//!
+//! ```compile_fail,E0133
+//! use vfs_core::lock_order::{Locked, Unlocked, OrderedRwLock, Map, File};
+//! let map: OrderedRwLock<u32, Map> = OrderedRwLock::new(0);
+//! let file: OrderedRwLock<u32, File> = OrderedRwLock::new(0);
+//! let mut tok = unsafe { Locked::<Unlocked>::new() }; // SAFETY: entry, no lock held
+//! let _f = file.write(&mut tok);
+//! let mut fresh = Locked::<Unlocked>::new(); // minting is `unsafe`: rejected
+//! let _m = map.read(&mut fresh);
 //! ```
 //!
 //! The right order compiles:
@@ -57,7 +91,8 @@
 //! use vfs_core::lock_order::{Locked, Unlocked, OrderedRwLock, Map, File};
 //! let map: OrderedRwLock<u32, Map> = OrderedRwLock::new(1);
 //! let file: OrderedRwLock<u32, File> = OrderedRwLock::new(2);
-//! let mut tok = Locked::<Unlocked>::new();
+//! // SAFETY: the entry of this example: no lock is held.
+//! let mut tok = unsafe { Locked::<Unlocked>::new() };
 //! let mut m = map.read(&mut tok);
 //! let f = file.read(m.token());
 //! assert_eq!(*f + 1, 3);
@@ -125,21 +160,26 @@ impl_lock_after!(Map => File);
 
 /// A proof that the current code holds locks up to level `L` and no later one.
 ///
-/// Zero-sized; create a `Locked<Unlocked>` at the entry of each operation and pass
-/// `&mut` references down.
+/// Zero-sized; mint a `Locked<Unlocked>` ([`Locked::new`]) at the entry of each operation
+/// and pass `&mut` references down.
 pub struct Locked<L>(PhantomData<fn() -> L>);
 
 impl Locked<Unlocked> {
-    /// The token of an operation that holds no lock yet. Create it at an operation's
-    /// entry point only: a fresh token inside a locked region defeats the checking.
-    pub fn new() -> Self {
+    /// The token of an operation that holds no lock yet: mint it once, at the operation's
+    /// entry point, and pass `&mut` references down.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds no lock of this ordering: no guard of an [`OrderedRwLock`] or
+    /// [`OrderedMutex`] (nor a [`crate::meta::FileSet`]) is alive in the calling thread of
+    /// control, and no other `Locked` token of the current operation is. A token minted
+    /// while a guard is held lets the code take a lock out of order, which the compiler
+    /// then cannot see: a deadlock, or a file's fields read under the wrong lock (seed
+    /// 000). Breaking the contract is not undefined behaviour in the memory sense; it is
+    /// `unsafe` because it is the one promise of this module that the compiler cannot
+    /// check (see the module docs, "Where tokens come from").
+    pub unsafe fn new() -> Self {
         Locked(PhantomData)
-    }
-}
-
-impl Default for Locked<Unlocked> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -361,7 +401,8 @@ mod tests {
         let ns: OrderedMutex<u8, Namespace> = OrderedMutex::new(1);
         let map: OrderedRwLock<u8, Map> = OrderedRwLock::new(2);
         let file: OrderedRwLock<u8, File> = OrderedRwLock::new(3);
-        let mut tok = Locked::new();
+        // SAFETY: the test's entry: no lock is held.
+        let mut tok = unsafe { Locked::new() };
         let mut n = ns.lock(&mut tok);
         let mut m = map.write(n.token());
         *m += 1;

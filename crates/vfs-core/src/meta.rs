@@ -20,7 +20,7 @@
 //! use vfs_core::meta::MetaTable;
 //! use vfs_core::Ino;
 //! let table: MetaTable<u64> = MetaTable::new();
-//! let mut tok = Locked::<Unlocked>::new();
+//! let mut tok = unsafe { Locked::<Unlocked>::new() }; // SAFETY: entry, no lock held
 //! let cell = table.insert(&mut tok, Ino(2), 0).ok().unwrap();
 //! let mut g = cell.write(&mut tok);
 //! table.remove(g.token(), Ino(2)); // the table (Map) after a file (File): rejected
@@ -290,7 +290,8 @@ mod tests {
     #[test]
     fn insert_get_update_remove() {
         let t: MetaTable<(u64, u64)> = MetaTable::new();
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: the test's entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         assert!(t.insert(&mut tok, Ino(5), (1, 1)).is_ok());
         assert_eq!(t.insert(&mut tok, Ino(5), (9, 9)).err(), Some((9, 9)));
         assert_eq!(t.read(&mut tok, Ino(5), |m| *m), Some((1, 1)));
@@ -308,7 +309,8 @@ mod tests {
     fn write_many_orders_and_dedups() {
         let a = FileCell::new(Ino(7), 70u32);
         let b = FileCell::new(Ino(3), 30u32);
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: the test's entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let mut set = FileCell::write_many(&mut tok, &[&a, &b, &a]);
         assert_eq!(set.inos().collect::<Vec<_>>(), vec![Ino(3), Ino(7)]);
         let (x, y) = set.pair_mut(Ino(7), Ino(3)).unwrap();

@@ -20,7 +20,8 @@ use bytes::Bytes;
 
 use crate::error::{VfsError, VfsResult};
 use crate::types::{
-    Attr, DirEntry, DirEntryPlus, Fh, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs, XattrSet,
+    Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
+    XattrSet,
 };
 
 /// Access bits for [`VirtualFs::access`] and [`check_access`] (`R_OK`, `W_OK`, `X_OK`).
@@ -427,4 +428,76 @@ pub fn check_xattr(name: &OsStr, value: Option<&[u8]>) -> VfsResult<()> {
         return Err(VfsError::TooBig);
     }
     Ok(())
+}
+
+/// What `mknod(mode, umask, rdev)` creates, by the rules every backend shares.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MknodSpec {
+    /// The file type: from `mode`'s `S_IFMT` bits, a regular file if there are none.
+    pub kind: FileType,
+    /// The permission bits, `umask` applied (`mode & !umask & 0o7777`).
+    pub perm: u32,
+    /// The device number: `rdev` for character and block devices, 0 for anything else.
+    pub rdev: u64,
+}
+
+impl MknodSpec {
+    /// Linux's rules for `mknod(2)`: no type bits make a regular file; a directory is
+    /// `EPERM` (that is `mkdir`'s job); a symlink or an unknown type is `EINVAL`.
+    pub fn new(mode: u32, umask: u32, rdev: u64) -> VfsResult<MknodSpec> {
+        let kind = match mode & libc::S_IFMT {
+            0 => FileType::Regular,
+            bits => match FileType::from_mode(bits) {
+                Some(FileType::Directory) => return Err(VfsError::NotPermitted),
+                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this file type")),
+                Some(k) => k,
+            },
+        };
+        let rdev = if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
+            rdev
+        } else {
+            0
+        };
+        Ok(MknodSpec {
+            kind,
+            perm: mode & !umask & 0o7777,
+            rdev,
+        })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mknod_spec_follows_linux() {
+        let spec = |mode| MknodSpec::new(mode, 0o022, 0x0801).map_err(|e| e.errno());
+        assert_eq!(
+            spec(0o4777),
+            Ok(MknodSpec {
+                kind: FileType::Regular,
+                perm: 0o4755,
+                rdev: 0
+            })
+        );
+        assert_eq!(
+            spec(libc::S_IFCHR | 0o666),
+            Ok(MknodSpec {
+                kind: FileType::CharDevice,
+                perm: 0o644,
+                rdev: 0x0801
+            })
+        );
+        assert_eq!(spec(libc::S_IFBLK | 0o600).map(|s| s.rdev), Ok(0x0801));
+        assert_eq!(
+            spec(libc::S_IFIFO | 0o600).map(|s| (s.kind, s.rdev)),
+            Ok((FileType::Fifo, 0))
+        );
+        assert_eq!(spec(libc::S_IFSOCK).map(|s| s.kind), Ok(FileType::Socket));
+        assert_eq!(spec(libc::S_IFREG | 0o644).map(|s| s.kind), Ok(FileType::Regular));
+        assert_eq!(spec(libc::S_IFDIR | 0o755), Err(crate::Errno::EPERM));
+        assert_eq!(spec(libc::S_IFLNK | 0o777), Err(crate::Errno::EINVAL));
+        assert_eq!(spec(0o170000), Err(crate::Errno::EINVAL));
+    }
 }

@@ -9,6 +9,12 @@ use vfs_core::lock_order::{Locked, Unlocked};
 use vfs_core::meta::{FileCell, MetaTable};
 use vfs_core::sync::{Arc, thread};
 
+/// A token for a test's own entry point (each call site holds no lock).
+fn entry() -> Locked<Unlocked> {
+    // SAFETY: called only where the test holds no lock.
+    unsafe { Locked::new() }
+}
+
 /// Two fields a writer changes one after the other; a reader that could run between the
 /// two stores (a bypassed lock) would see them differ, and loom would find that schedule.
 struct Meta {
@@ -30,12 +36,12 @@ fn loom_meta_table_reader_writer_remover() {
     loom::model(|| {
         let t = Arc::new(MetaTable::<Meta>::new());
         let ino = Ino(2);
-        assert!(t.insert(&mut Locked::<Unlocked>::new(), ino, Meta::new(0)).is_ok());
+        assert!(t.insert(&mut entry(), ino, Meta::new(0)).is_ok());
 
         let writer = {
             let t = Arc::clone(&t);
             thread::spawn(move || {
-                t.update(&mut Locked::<Unlocked>::new(), ino, |m| {
+                t.update(&mut entry(), ino, |m| {
                     m.size.store(1, Ordering::Relaxed);
                     m.mtime.store(1, Ordering::Relaxed);
                 })
@@ -44,7 +50,7 @@ fn loom_meta_table_reader_writer_remover() {
         let reader = {
             let t = Arc::clone(&t);
             thread::spawn(move || {
-                t.read(&mut Locked::<Unlocked>::new(), ino, |m| {
+                t.read(&mut entry(), ino, |m| {
                     (m.size.load(Ordering::Relaxed), m.mtime.load(Ordering::Relaxed))
                 })
             })
@@ -52,10 +58,8 @@ fn loom_meta_table_reader_writer_remover() {
         let remover = {
             let t = Arc::clone(&t);
             thread::spawn(move || {
-                t.remove_if(&mut Locked::<Unlocked>::new(), ino, |m| {
-                    m.size.load(Ordering::Relaxed) == 1
-                })
-                .is_some()
+                t.remove_if(&mut entry(), ino, |m| m.size.load(Ordering::Relaxed) == 1)
+                    .is_some()
             })
         };
 
@@ -65,7 +69,7 @@ fn loom_meta_table_reader_writer_remover() {
             assert_eq!(size, mtime, "torn read");
         }
         let removed = remover.join().unwrap();
-        let left = t.read(&mut Locked::<Unlocked>::new(), ino, |m| m.size.load(Ordering::Relaxed));
+        let left = t.read(&mut entry(), ino, |m| m.size.load(Ordering::Relaxed));
         if removed {
             assert_eq!(left, None);
         } else {
@@ -82,7 +86,7 @@ fn loom_write_many_in_opposite_orders_never_deadlocks() {
         let t1 = {
             let (a, b) = (Arc::clone(&a), Arc::clone(&b));
             thread::spawn(move || {
-                let mut tok = Locked::<Unlocked>::new();
+                let mut tok = entry();
                 let mut set = FileCell::write_many(&mut tok, &[&*a, &*b]);
                 let (x, y) = set.pair_mut(Ino(3), Ino(9)).unwrap();
                 *x += 1;
@@ -92,7 +96,7 @@ fn loom_write_many_in_opposite_orders_never_deadlocks() {
         let t2 = {
             let (a, b) = (Arc::clone(&a), Arc::clone(&b));
             thread::spawn(move || {
-                let mut tok = Locked::<Unlocked>::new();
+                let mut tok = entry();
                 let mut set = FileCell::write_many(&mut tok, &[&*b, &*a]);
                 let (y, x) = set.pair_mut(Ino(9), Ino(3)).unwrap();
                 *x += 1;
@@ -101,7 +105,7 @@ fn loom_write_many_in_opposite_orders_never_deadlocks() {
         };
         t1.join().unwrap();
         t2.join().unwrap();
-        let mut tok = Locked::<Unlocked>::new();
+        let mut tok = entry();
         assert_eq!(*a.read(&mut tok), 2);
         assert_eq!(*b.read(&mut tok), 2);
     });

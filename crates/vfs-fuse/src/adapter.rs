@@ -79,6 +79,39 @@ fn fh(h: FileHandle) -> Fh {
     Fh(h.0)
 }
 
+/// The requests answered with an entry; which of them may cache an absence is decided
+/// here, by the operation, not by its log label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EntryOp {
+    Lookup,
+    Mknod,
+    Mkdir,
+    Symlink,
+    Link,
+}
+
+impl EntryOp {
+    /// Whether `ENOENT` may be answered as a negative entry the kernel caches for the
+    /// negative TTL: only for a lookup (a failed create says nothing about the name).
+    fn caches_absence(self) -> bool {
+        match self {
+            EntryOp::Lookup => true,
+            EntryOp::Mknod | EntryOp::Mkdir | EntryOp::Symlink | EntryOp::Link => false,
+        }
+    }
+
+    /// The operation's name in diagnostics.
+    fn label(self) -> &'static str {
+        match self {
+            EntryOp::Lookup => "lookup",
+            EntryOp::Mknod => "mknod",
+            EntryOp::Mkdir => "mkdir",
+            EntryOp::Symlink => "symlink",
+            EntryOp::Link => "link",
+        }
+    }
+}
+
 /// Logs a backend error at a level fit for a hot path: expected answers at trace, the rest
 /// at debug (the caller gets the errno either way).
 fn log_err(op: &'static str, e: &VfsError) {
@@ -128,14 +161,14 @@ impl<F: VirtualFs> FuseAdapter<F> {
 
     /// Common shape of the requests that answer with an entry (lookup, mknod, mkdir,
     /// symlink, link).
-    fn entry_reply(ttl: Ttls, reply: ReplyEntry, r: Result<vfs_core::Attr, VfsError>, op: &'static str) {
+    fn entry_reply(ttl: Ttls, reply: ReplyEntry, r: Result<vfs_core::Attr, VfsError>, op: EntryOp) {
         match r {
             Ok(attr) => reply.entry_with_ttls(&ttl.attr, &ttl.entry, &file_attr(&attr), Generation(0)),
-            Err(VfsError::NotFound) if op == "lookup" && !ttl.negative.is_zero() => {
+            Err(VfsError::NotFound) if op.caches_absence() && !ttl.negative.is_zero() => {
                 reply.entry(&ttl.negative, &negative_attr(), Generation(0))
             }
             Err(e) => {
-                log_err(op, &e);
+                log_err(op.label(), &e);
                 reply.error(errno(&e))
             }
         }
@@ -229,7 +262,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.lookup(&ctx, ino(parent), name).await;
-            Self::entry_reply(ttl, reply, r, "lookup");
+            Self::entry_reply(ttl, reply, r, EntryOp::Lookup);
         });
     }
 
@@ -309,7 +342,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.mknod(&ctx, ino(parent), name, mode, umask, decode_dev(rdev)).await;
-            Self::entry_reply(ttl, reply, r, "mknod");
+            Self::entry_reply(ttl, reply, r, EntryOp::Mknod);
         });
     }
 
@@ -318,7 +351,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.mkdir(&ctx, ino(parent), name, mode, umask).await;
-            Self::entry_reply(ttl, reply, r, "mkdir");
+            Self::entry_reply(ttl, reply, r, EntryOp::Mkdir);
         });
     }
 
@@ -344,7 +377,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.symlink(&ctx, ino(parent), name, &target).await;
-            Self::entry_reply(ttl, reply, r, "symlink");
+            Self::entry_reply(ttl, reply, r, EntryOp::Symlink);
         });
     }
 
@@ -382,7 +415,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.link(&ctx, ino(i), ino(newparent), name).await;
-            Self::entry_reply(ttl, reply, r, "link");
+            Self::entry_reply(ttl, reply, r, EntryOp::Link);
         });
     }
 

@@ -208,7 +208,6 @@ impl Drop for DirFd {
 /// An open file behind an [`crate::Fh`]: a real host descriptor with the caller's access mode.
 #[derive(Debug)]
 pub(super) struct OpenFile {
-    pub(super) ino: Ino,
     pub(super) fd: OwnedFd,
     pub(super) access: AccessMode,
 }

@@ -60,15 +60,12 @@ mod escape_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::hash::BuildHasherDefault;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use bytes::Bytes;
-use rustc_hash::FxHasher;
 use rustix::fs::{AtFlags, Dir, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno as HostErrno;
 use tracing::{debug, trace};
@@ -79,15 +76,15 @@ use self::host::{
 };
 use self::resolve::{Node, Sighting};
 use crate::error::{VfsError, VfsResult};
-use crate::lock_order::{Locked, Map, OrderedRwLock, Unlocked};
+use crate::fh_table::FhTable;
+use crate::lock_order::{Locked, Unlocked};
 use crate::meta::MetaTable;
 use crate::sync::Arc;
-use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, SetTime,
     StatFs, XattrSet, check_symlink_target,
 };
-use crate::vfs::{InodeStability, VirtualFs, XATTR_SIZE_MAX, check_xattr};
+use crate::vfs::{InodeStability, MknodSpec, VirtualFs, XATTR_SIZE_MAX, check_xattr};
 
 /// Fewest and most directory descriptors kept open for looked-up directories.
 const DIR_FD_BUDGET_MIN: usize = 64;
@@ -95,8 +92,6 @@ const DIR_FD_BUDGET_MAX: usize = 1 << 16;
 
 /// The largest chunk one `pread` asks for; a read grows its buffer only as data arrives.
 const READ_CHUNK: usize = 1 << 20;
-
-type HandleMap = HashMap<u64, Arc<OpenFile>, BuildHasherDefault<FxHasher>>;
 
 /// A host directory served as a [`VirtualFs`]. See the [module docs](self).
 #[derive(Debug)]
@@ -119,8 +114,7 @@ struct Inner {
     map: InoMap,
     proc: ProcFd,
     nodes: MetaTable<Node>,
-    handles: OrderedRwLock<HandleMap, Map>,
-    next_fh: AtomicU64,
+    handles: FhTable<Arc<OpenFile>>,
     budget: Arc<FdBudget>,
     creds: Creds,
     source_id: String,
@@ -165,8 +159,7 @@ impl LocalFs {
                 map: InoMap::new(st.stx_ino),
                 proc: ProcFd::open()?,
                 nodes: MetaTable::new(),
-                handles: OrderedRwLock::new(HandleMap::default()),
-                next_fh: AtomicU64::new(1),
+                handles: FhTable::new(),
                 budget: FdBudget::new(budget),
                 creds,
                 source_id: format!("localfs:{}", canonical.display()),
@@ -204,22 +197,15 @@ impl LocalFs {
 
     /// The open file behind `fh`, which must belong to `ino`.
     fn handle(&self, tok: &mut Locked<Unlocked>, ino: Ino, fh: Fh) -> VfsResult<Arc<OpenFile>> {
-        let handles = self.inner.handles.read(tok);
-        match handles.get(&fh.0) {
-            Some(f) if f.ino == ino => Ok(Arc::clone(f)),
-            _ => Err(VfsError::BadHandle),
-        }
+        self.inner.handles.get(tok, ino, fh)
     }
 
     fn add_handle(&self, tok: &mut Locked<Unlocked>, ino: Ino, fd: OwnedFd, flags: OpenFlags) -> Fh {
-        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
         let file = Arc::new(OpenFile {
-            ino,
             fd,
             access: flags.access(),
         });
-        self.inner.handles.write(tok).insert(fh, file);
-        Fh(fh)
+        self.inner.handles.insert(tok, ino, file)
     }
 
     /// Attributes of a descriptor's inode, which must be on the root's device.
@@ -462,7 +448,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let fd = match open_path_at(dir.fd.as_fd(), name.as_os_str()) {
             Ok(fd) => fd,
@@ -489,12 +476,14 @@ impl VirtualFs for LocalFs {
     }
 
     async fn forget(&self, ino: Ino, nlookup: u64) {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         self.inner.forget(&mut tok, ino, nlookup);
     }
 
     async fn getattr(&self, _ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         if let Some(f) = fh.and_then(|fh| self.handle(&mut tok, ino, fh).ok()) {
             return self.attr(f.fd.as_fd());
         }
@@ -507,7 +496,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn setattr(&self, _ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = match set.fh.and_then(|fh| self.handle(&mut tok, ino, fh).ok()) {
             Some(f) => Resolved {
                 kind: kind_of(&statx_fd(f.fd.as_fd())?)?,
@@ -556,7 +546,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn readlink(&self, _ctx: &RequestCtx, ino: Ino) -> VfsResult<OsString> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         if r.kind != FileType::Symlink {
             return Err(VfsError::Invalid("not a symlink"));
@@ -574,24 +565,12 @@ impl VirtualFs for LocalFs {
         umask: u32,
         rdev: u64,
     ) -> VfsResult<Attr> {
-        let kind = match mode & libc::S_IFMT {
-            0 => FileType::Regular,
-            bits => match FileType::from_mode(bits) {
-                Some(FileType::Directory) => return Err(VfsError::NotPermitted),
-                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this file type")),
-                Some(k) => k,
-            },
-        };
-        let perm = mode & !umask & 0o7777;
-        let mut tok = Locked::<Unlocked>::new();
+        let MknodSpec { kind, perm, rdev } = MknodSpec::new(mode, umask, rdev)?;
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let sgid = is_setgid(dfd)?;
-        let rdev = if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
-            rdev
-        } else {
-            0
-        };
         rustix::fs::mknodat(
             dfd,
             name.as_os_str(),
@@ -603,7 +582,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn mkdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, mode: u32, umask: u32) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let sgid = is_setgid(dfd)?;
@@ -614,14 +594,16 @@ impl VirtualFs for LocalFs {
     }
 
     async fn unlink(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         rustix::fs::unlinkat(dir.fd.as_fd(), name.as_os_str(), AtFlags::empty())?;
         Ok(())
     }
 
     async fn rmdir(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let gone = statx_at(dfd, name.as_os_str()).ok();
@@ -634,7 +616,8 @@ impl VirtualFs for LocalFs {
 
     async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
         check_symlink_target(target)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let sgid = is_setgid(dfd)?;
@@ -652,7 +635,8 @@ impl VirtualFs for LocalFs {
         flags: RenameFlags,
     ) -> VfsResult<()> {
         let flags = flags.validate()?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let from = self.resolve_dir(&mut tok, parent).await?;
         let to = self.resolve_dir(&mut tok, newparent).await?;
         let moved = statx_at(from.fd.as_fd(), name.as_os_str()).ok();
@@ -680,7 +664,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn link(&self, _ctx: &RequestCtx, ino: Ino, newparent: Ino, newname: Name<'_>) -> VfsResult<Attr> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         if r.kind == FileType::Directory {
             return Err(VfsError::NotPermitted);
@@ -699,7 +684,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn open(&self, _ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         let fd = self.open_inode(r.fd.as_fd(), r.kind, io_flags(flags))?;
         Ok(self.add_handle(&mut tok, ino, fd, flags))
@@ -716,7 +702,8 @@ impl VirtualFs for LocalFs {
     ) -> VfsResult<(Attr, Fh)> {
         let perm = mode & !umask & 0o7777;
         let io = io_flags(flags);
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, parent).await?;
         let dfd = dir.fd.as_fd();
         let excl = io | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
@@ -758,7 +745,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn read(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         let want = usize::try_from(size).unwrap_or(usize::MAX);
         let mut buf: Vec<u8> = Vec::new();
@@ -779,7 +767,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn write(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         let data = &data[..data.len().min(u32::MAX as usize)];
         let mut done = 0usize;
@@ -803,7 +792,8 @@ impl VirtualFs for LocalFs {
     }
 
     async fn fsync(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, datasync: bool) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         run_blocking(move || {
             if datasync {
@@ -817,24 +807,16 @@ impl VirtualFs for LocalFs {
     }
 
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
-        let removed = {
-            let mut handles = self.inner.handles.write(&mut tok);
-            match handles.get(&fh.0) {
-                Some(f) if f.ino == ino => handles.remove(&fh.0),
-                _ => None,
-            }
-        };
-        // The descriptor closes here, outside the lock (or later, when an in-flight
-        // operation on it finishes).
-        match removed {
-            Some(_) => Ok(()),
-            None => Err(VfsError::BadHandle),
-        }
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        // The descriptor closes when the removed `Arc` drops, outside the lock (or later,
+        // when an in-flight operation on it finishes).
+        self.inner.handles.remove(&mut tok, ino, fh).map(drop)
     }
 
     fn passthrough_fd(&self, ino: Ino, fh: Fh) -> Option<OwnedFd> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh).ok()?;
         // Reads and writes of a handle are plain pread/pwrite on this descriptor, so the
         // kernel may use a duplicate of it directly (regular files only).
@@ -852,13 +834,15 @@ impl VirtualFs for LocalFs {
     }
 
     async fn readdir(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, ino).await?;
         self.list(dir.fd.as_fd(), ino, cookie, max)
     }
 
     async fn readdirplus(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntryPlus>> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let dir = self.resolve_dir(&mut tok, ino).await?;
         let dfd = dir.fd.as_fd();
         let entries = self.list(dfd, ino, cookie, max)?;
@@ -917,7 +901,8 @@ impl VirtualFs for LocalFs {
 
     async fn getxattr(&self, _ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<Bytes> {
         check_xattr(name, None)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         let path = ProcFd::path(r.fd.as_fd());
         let value = with_xattr_buf(|buf| rustix::fs::getxattr(path.as_str(), name, buf))?;
@@ -931,14 +916,16 @@ impl VirtualFs for LocalFs {
             XattrSet::Create => XattrFlags::CREATE,
             XattrSet::Replace => XattrFlags::REPLACE,
         };
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         rustix::fs::setxattr(ProcFd::path(r.fd.as_fd()), name, value, flags)?;
         Ok(())
     }
 
     async fn listxattr(&self, _ctx: &RequestCtx, ino: Ino) -> VfsResult<Vec<OsString>> {
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         let path = ProcFd::path(r.fd.as_fd());
         let list = with_xattr_buf(|buf| rustix::fs::listxattr(path.as_str(), buf))?;
@@ -947,7 +934,8 @@ impl VirtualFs for LocalFs {
 
     async fn removexattr(&self, _ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<()> {
         check_xattr(name, None)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let r = self.resolve(&mut tok, ino).await?;
         rustix::fs::removexattr(ProcFd::path(r.fd.as_fd()), name)?;
         Ok(())
@@ -963,7 +951,8 @@ impl VirtualFs for LocalFs {
         mode: i32,
     ) -> VfsResult<()> {
         let mode = u32::try_from(mode).map_err(|_| VfsError::Invalid("negative fallocate mode"))?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let f = self.handle(&mut tok, ino, fh)?;
         run_blocking(move || {
             rustix::fs::fallocate(

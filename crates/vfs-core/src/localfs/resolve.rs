@@ -197,15 +197,15 @@ impl Inner {
 
     /// An open handle on `ino` (way 3): the only way left to a file unlinked while open.
     pub(super) fn open_handle_of(&self, tok: &mut Locked<Unlocked>, ino: Ino) -> Option<Arc<OpenFile>> {
-        let handles = self.handles.read(tok);
-        handles.values().find(|f| f.ino == ino).cloned()
+        self.handles.any_of(tok, ino)
     }
 
     /// Way 4: walks the tree breadth-first for `ino` and remembers the path to it.
     /// Blocking, possibly long: run it off the async workers.
     pub(super) fn walk_and_remember(&self, ino: Ino) -> VfsResult<Resolved> {
         let (found, path) = self.walk(ino)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: runs on its own blocking thread, called with no lock held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         for s in &path {
             self.remember(
                 &mut tok,

@@ -22,16 +22,16 @@ use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use dashmap::DashMap;
 
 use crate::error::{VfsError, VfsResult};
+use crate::fh_table::FhTable;
 use crate::lock_order::{File, LockAfter, Locked, Map, Namespace, OrderedMutex, Unlocked};
 use crate::meta::{FileCell, MetaTable};
 use crate::types::{
     AccessMode, Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
     Timestamp, XattrSet, check_symlink_target,
 };
-use crate::vfs::{InodeStability, VirtualFs, check_xattr};
+use crate::vfs::{InodeStability, MknodSpec, VirtualFs, check_xattr};
 use node::{Content, DirData, FileData, MAX_FILE_SIZE, Node, Slot};
 
 /// Most hard links one inode may have.
@@ -49,9 +49,36 @@ struct NewNode {
     content: Content,
 }
 
+/// What a remove may take: `unlink` anything but a directory, `rmdir` an empty directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Removal {
+    NonDir,
+    EmptyDir,
+}
+
+impl Removal {
+    /// The kind rule: `EISDIR` for unlinking a directory, `ENOTDIR` for rmdir of anything else.
+    fn check_kind(self, kind: FileType) -> VfsResult<()> {
+        match (self, kind == FileType::Directory) {
+            (Removal::NonDir, true) => Err(VfsError::IsDir),
+            (Removal::EmptyDir, false) => Err(VfsError::NotDir),
+            _ => Ok(()),
+        }
+    }
+
+    /// The whole rule on the inode to be removed, under its lock: its kind, and for rmdir
+    /// that it is empty (`ENOTEMPTY`).
+    fn check(self, victim: &Node) -> VfsResult<()> {
+        self.check_kind(victim.attr.kind)?;
+        if self == Removal::EmptyDir && !victim.dir()?.is_empty() {
+            return Err(VfsError::NotEmpty);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct OpenFile {
-    ino: Ino,
     mode: AccessMode,
     append: bool,
 }
@@ -75,9 +102,8 @@ struct OpenFile {
 pub struct MemFs {
     table: MetaTable<Node>,
     renames: OrderedMutex<(), Namespace>,
-    handles: DashMap<u64, OpenFile>,
+    handles: FhTable<OpenFile>,
     next_ino: AtomicU64,
-    next_fh: AtomicU64,
     allocated: AtomicU64,
     source_id: String,
 }
@@ -109,9 +135,8 @@ impl MemFs {
         let fs = MemFs {
             table: MetaTable::new(),
             renames: OrderedMutex::new(()),
-            handles: DashMap::new(),
+            handles: FhTable::new(),
             next_ino: AtomicU64::new(Ino::ROOT.0 + 1),
-            next_fh: AtomicU64::new(1),
             allocated: AtomicU64::new(0),
             source_id: format!(
                 "memfs:{}:{}.{}:{}",
@@ -122,7 +147,8 @@ impl MemFs {
             ),
         };
         let attr = new_attr(Ino::ROOT, FileType::Directory, perm & 0o7777, uid, gid, 0, now);
-        let mut tok = Locked::new();
+        // SAFETY: the constructor's entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         // A fresh table cannot already hold the root.
         let _ = fs.table.insert(
             &mut tok,
@@ -134,23 +160,25 @@ impl MemFs {
 
     /// Number of live inodes (for tests and diagnostics).
     pub fn inode_count(&self) -> usize {
-        self.table.len(&mut Locked::new())
+        // SAFETY: an entry point: no lock is held.
+        self.table.len(&mut unsafe { Locked::<Unlocked>::new() })
     }
 
     /// Number of open handles (for tests and diagnostics).
     pub fn open_handles(&self) -> usize {
-        self.handles.len()
+        // SAFETY: an entry point: no lock is held.
+        self.handles.len(&mut unsafe { Locked::<Unlocked>::new() })
     }
 
     fn alloc_ino(&self) -> Ino {
         Ino(self.next_ino.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn handle(&self, ino: Ino, fh: Fh) -> VfsResult<OpenFile> {
-        match self.handles.get(&fh.0) {
-            Some(of) if of.ino == ino => Ok(*of),
-            _ => Err(VfsError::BadHandle),
-        }
+    fn handle<P>(&self, tok: &mut Locked<P>, ino: Ino, fh: Fh) -> VfsResult<OpenFile>
+    where
+        Map: LockAfter<P>,
+    {
+        self.handles.get(tok, ino, fh)
     }
 
     fn cell<P>(&self, tok: &mut Locked<P>, ino: Ino) -> VfsResult<crate::sync::Arc<FileCell<Node>>>
@@ -225,18 +253,27 @@ impl MemFs {
 
     /// Creates a node named `name` in `parent`: inserted into the table first (its number
     /// is fresh, nobody can reach it), then linked into the parent under the parent's lock.
-    fn make_node(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, spec: NewNode) -> VfsResult<Attr> {
+    fn make_node<P>(
+        &self,
+        tok: &mut Locked<P>,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        spec: NewNode,
+    ) -> VfsResult<Attr>
+    where
+        Map: LockAfter<P>,
+    {
         let NewNode {
             kind,
             perm,
             rdev,
             content,
         } = spec;
-        let mut tok = Locked::<Unlocked>::new();
         let now = Timestamp::now();
         let (pgid, pperm) = self
             .table
-            .read(&mut tok, parent, |n| n.dir().map(|_| (n.attr.gid, n.attr.perm)))
+            .read(tok, parent, |n| n.dir().map(|_| (n.attr.gid, n.attr.perm)))
             .ok_or(VfsError::Stale)??;
         let setgid_dir = pperm & 0o2000 != 0;
         let gid = if setgid_dir { pgid } else { ctx.gid };
@@ -246,12 +283,12 @@ impl MemFs {
         }
         let ino = self.alloc_ino();
         let attr = new_attr(ino, kind, perm, ctx.uid, gid, rdev, now);
-        if self.table.insert(&mut tok, ino, Node::new(attr, content)).is_err() {
+        if self.table.insert(tok, ino, Node::new(attr, content)).is_err() {
             return Err(VfsError::Io("inode number reused".into()));
         }
         let linked = self
             .table
-            .update(&mut tok, parent, |p| {
+            .update(tok, parent, |p| {
                 let d = p.live_dir_mut()?;
                 if d.get(name.as_os_str()).is_some() {
                     return Err(VfsError::Exists);
@@ -267,19 +304,48 @@ impl MemFs {
         match linked {
             Ok(()) => Ok(attr),
             Err(e) => {
-                self.table.remove(&mut tok, ino);
+                self.table.remove(tok, ino);
                 Err(e)
             }
         }
     }
 
-    fn open_node(&self, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+    /// `lookup` under the caller's token.
+    fn lookup_in<P>(&self, tok: &mut Locked<P>, parent: Ino, name: Name<'_>) -> VfsResult<Attr>
+    where
+        Map: LockAfter<P>,
+    {
+        // The entry's inode may be replaced between the two reads (a rename over the name);
+        // then the name must be looked up again, never answered ENOENT while it exists.
+        for _ in 0..16 {
+            let Some(slot) = self.entry(tok, parent, name.as_os_str())? else {
+                tracing::trace!(parent = parent.0, %name, "lookup: no such entry");
+                return Err(VfsError::NotFound);
+            };
+            if let Some(attr) = self.table.read(tok, slot.ino, |n| n.attr) {
+                return Ok(attr);
+            }
+        }
+        Err(VfsError::Io("lookup kept racing with renames".into()))
+    }
+
+    /// The attributes of `ino`, `Stale` if it is gone.
+    fn attr_of<P>(&self, tok: &mut Locked<P>, ino: Ino) -> VfsResult<Attr>
+    where
+        Map: LockAfter<P>,
+    {
+        self.table.read(tok, ino, |n| n.attr).ok_or(VfsError::Stale)
+    }
+
+    fn open_node<P>(&self, tok: &mut Locked<P>, ino: Ino, flags: OpenFlags) -> VfsResult<Fh>
+    where
+        Map: LockAfter<P>,
+    {
         let mode = flags.access();
         let now = Timestamp::now();
-        let mut tok = Locked::<Unlocked>::new();
         let freed = self
             .table
-            .update(&mut tok, ino, |n| {
+            .update(tok, ino, |n| {
                 match n.attr.kind {
                     FileType::Directory if mode.can_write() => return Err(VfsError::IsDir),
                     FileType::Symlink => return Err(VfsError::Loop),
@@ -300,16 +366,54 @@ impl MemFs {
             })
             .ok_or(VfsError::Stale)??;
         self.sub_allocated(freed);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.insert(
-            fh,
+        Ok(self.handles.insert(
+            tok,
+            ino,
             OpenFile {
-                ino,
                 mode,
                 append: flags.append(),
             },
-        );
-        Ok(Fh(fh))
+        ))
+    }
+
+    /// `unlink` and `rmdir`: removes the entry `name` of `parent` if `what` allows its
+    /// kind, re-checking under both inodes' locks that the name still points where it did.
+    fn remove_entry<P>(&self, tok: &mut Locked<P>, parent: Ino, name: Name<'_>, what: Removal) -> VfsResult<()>
+    where
+        Map: LockAfter<P>,
+        File: LockAfter<P>,
+    {
+        loop {
+            let now = Timestamp::now();
+            let slot = self.entry(tok, parent, name.as_os_str())?.ok_or(VfsError::NotFound)?;
+            what.check_kind(slot.kind)?;
+            let pcell = self.cell(tok, parent)?;
+            let Some(ccell) = self.table.get(tok, slot.ino) else {
+                continue;
+            };
+            let mut set = FileCell::write_many(tok, &[&pcell, &ccell]);
+            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
+                continue;
+            };
+            if p.dir()?.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
+                continue;
+            }
+            what.check(c)?;
+            match what {
+                Removal::NonDir => c.attr.nlink -= 1,
+                Removal::EmptyDir => {
+                    // The child's ".." no longer counts as a link of the parent.
+                    p.attr.nlink -= 1;
+                    c.attr.nlink = 0;
+                }
+            }
+            p.dir_mut()?.remove(name.as_os_str());
+            p.touch_data(now);
+            c.attr.ctime = now;
+            drop(set);
+            self.reap(tok, slot.ino);
+            return Ok(());
+        }
     }
 
     fn rename_locked<P>(
@@ -389,16 +493,13 @@ impl MemFs {
                 return Ok(());
             }
 
-            if let Some(d) = dst {
-                let victim = set.get(d.ino).ok_or(VfsError::Stale)?;
-                match (src.kind == FileType::Directory, d.kind == FileType::Directory) {
-                    (true, false) => return Err(VfsError::NotDir),
-                    (false, true) => return Err(VfsError::IsDir),
-                    (true, true) if !victim.dir()?.is_empty() => return Err(VfsError::NotEmpty),
-                    _ => {}
-                }
-            }
             let is_dir = src.kind == FileType::Directory;
+            if let Some(d) = dst {
+                // Replacing a name removes its old inode by unlink's or rmdir's rule.
+                let victim = set.get(d.ino).ok_or(VfsError::Stale)?;
+                let rule = if is_dir { Removal::EmptyDir } else { Removal::NonDir };
+                rule.check(victim)?;
+            }
             if let Some(p) = set.get_mut(parent) {
                 p.dir_mut()?.remove(name.as_os_str());
                 p.touch_data(now);
@@ -497,6 +598,7 @@ fn exchange(
     }
 }
 
+/// A new inode's attributes; `rdev` is kept as given ([`MknodSpec`] zeroed it for non-devices).
 fn new_attr(ino: Ino, kind: FileType, perm: u16, uid: u32, gid: u32, rdev: u64, now: Timestamp) -> Attr {
     Attr {
         ino,
@@ -512,11 +614,7 @@ fn new_attr(ino: Ino, kind: FileType, perm: u16, uid: u32, gid: u32, rdev: u64, 
         },
         blocks: 0,
         blksize: BLOCK,
-        rdev: if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
-            rdev
-        } else {
-            0
-        },
+        rdev,
         atime: now,
         mtime: now,
         ctime: now,
@@ -560,36 +658,27 @@ impl VirtualFs for MemFs {
     }
 
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        let mut tok = Locked::new();
-        // The entry's inode may be replaced between the two reads (a rename over the name);
-        // then the name must be looked up again, never answered ENOENT while it exists.
-        for _ in 0..16 {
-            let Some(slot) = self.entry(&mut tok, parent, name.as_os_str())? else {
-                tracing::trace!(parent = parent.0, %name, "lookup: no such entry");
-                return Err(VfsError::NotFound);
-            };
-            if let Some(attr) = self.table.read(&mut tok, slot.ino, |n| n.attr) {
-                return Ok(attr);
-            }
-        }
-        Err(VfsError::Io("lookup kept racing with renames".into()))
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.lookup_in(&mut tok, parent, name)
     }
 
     async fn getattr(&self, _ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         if let Some(fh) = fh {
-            self.handle(ino, fh)?;
+            self.handle(&mut tok, ino, fh)?;
         }
-        self.table
-            .read(&mut Locked::new(), ino, |n| n.attr)
-            .ok_or(VfsError::Stale)
+        self.attr_of(&mut tok, ino)
     }
 
     async fn setattr(&self, _ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         if let (Some(fh), Some(_)) = (set.fh, set.size) {
-            self.handle(ino, fh)?;
+            self.handle(&mut tok, ino, fh)?;
         }
         let now = Timestamp::now();
-        let mut tok = Locked::new();
         let (attr, freed) = self
             .table
             .update(&mut tok, ino, |n| {
@@ -647,8 +736,10 @@ impl VirtualFs for MemFs {
     }
 
     async fn readlink(&self, _ctx: &RequestCtx, ino: Ino) -> VfsResult<OsString> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         self.table
-            .read(&mut Locked::new(), ino, |n| match &n.content {
+            .read(&mut tok, ino, |n| match &n.content {
                 Content::Symlink(t) => Ok(t.clone()),
                 _ => Err(VfsError::Invalid("not a symlink")),
             })
@@ -664,26 +755,21 @@ impl VirtualFs for MemFs {
         umask: u32,
         rdev: u64,
     ) -> VfsResult<Attr> {
-        let kind = if mode & libc::S_IFMT == 0 {
-            FileType::Regular
-        } else {
-            match FileType::from_mode(mode) {
-                Some(FileType::Directory) => return Err(VfsError::NotPermitted),
-                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this type")),
-                Some(k) => k,
-            }
-        };
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let MknodSpec { kind, perm, rdev } = MknodSpec::new(mode, umask, rdev)?;
         let content = match kind {
             FileType::Regular => Content::File(FileData::default()),
             _ => Content::Special,
         };
         self.make_node(
+            &mut tok,
             ctx,
             parent,
             name,
             NewNode {
                 kind,
-                perm: mode & !umask,
+                perm,
                 rdev,
                 content,
             },
@@ -691,8 +777,11 @@ impl VirtualFs for MemFs {
     }
 
     async fn mkdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, mode: u32, umask: u32) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let content = Content::Dir(DirData::new(parent));
         self.make_node(
+            &mut tok,
             ctx,
             parent,
             name,
@@ -706,77 +795,25 @@ impl VirtualFs for MemFs {
     }
 
     async fn unlink(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
-        loop {
-            let now = Timestamp::now();
-            let slot = self
-                .entry(&mut tok, parent, name.as_os_str())?
-                .ok_or(VfsError::NotFound)?;
-            if slot.kind == FileType::Directory {
-                return Err(VfsError::IsDir);
-            }
-            let pcell = self.cell(&mut tok, parent)?;
-            let Some(ccell) = self.table.get(&mut tok, slot.ino) else {
-                continue;
-            };
-            let mut set = FileCell::write_many(&mut tok, &[&pcell, &ccell]);
-            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
-                continue;
-            };
-            let d = p.dir_mut()?;
-            if d.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
-                continue;
-            }
-            d.remove(name.as_os_str());
-            p.touch_data(now);
-            c.attr.nlink -= 1;
-            c.attr.ctime = now;
-            drop(set);
-            self.reap(&mut tok, slot.ino);
-            return Ok(());
-        }
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.remove_entry(&mut tok, parent, name, Removal::NonDir)
     }
 
     async fn rmdir(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-        let mut tok = Locked::<Unlocked>::new();
-        loop {
-            let now = Timestamp::now();
-            let slot = self
-                .entry(&mut tok, parent, name.as_os_str())?
-                .ok_or(VfsError::NotFound)?;
-            if slot.kind != FileType::Directory {
-                return Err(VfsError::NotDir);
-            }
-            let pcell = self.cell(&mut tok, parent)?;
-            let Some(ccell) = self.table.get(&mut tok, slot.ino) else {
-                continue;
-            };
-            let mut set = FileCell::write_many(&mut tok, &[&pcell, &ccell]);
-            let Some((p, c)) = set.pair_mut(parent, slot.ino) else {
-                continue;
-            };
-            if p.dir()?.get(name.as_os_str()).map(|s| s.ino) != Some(slot.ino) {
-                continue;
-            }
-            if !c.dir()?.is_empty() {
-                return Err(VfsError::NotEmpty);
-            }
-            p.dir_mut()?.remove(name.as_os_str());
-            p.attr.nlink -= 1;
-            p.touch_data(now);
-            c.attr.nlink = 0;
-            c.attr.ctime = now;
-            drop(set);
-            self.reap(&mut tok, slot.ino);
-            return Ok(());
-        }
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.remove_entry(&mut tok, parent, name, Removal::EmptyDir)
     }
 
     async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_symlink_target(target)?;
         let len = target.len() as u64;
         let content = Content::Symlink(target.to_os_string());
         let mut attr = self.make_node(
+            &mut tok,
             ctx,
             parent,
             name,
@@ -787,7 +824,7 @@ impl VirtualFs for MemFs {
                 content,
             },
         )?;
-        self.table.update(&mut Locked::new(), attr.ino, |n| {
+        self.table.update(&mut tok, attr.ino, |n| {
             n.attr.size = len;
             attr = n.attr;
         });
@@ -804,7 +841,8 @@ impl VirtualFs for MemFs {
         flags: RenameFlags,
     ) -> VfsResult<()> {
         let flags = flags.validate()?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         if parent == newparent {
             self.rename_locked(&mut tok, parent, name, newparent, newname, flags)
         } else {
@@ -817,7 +855,8 @@ impl VirtualFs for MemFs {
 
     async fn link(&self, _ctx: &RequestCtx, ino: Ino, newparent: Ino, newname: Name<'_>) -> VfsResult<Attr> {
         let now = Timestamp::now();
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let ncell = self.cell(&mut tok, ino)?;
         let pcell = self.cell(&mut tok, newparent)?;
         let mut set = FileCell::write_many(&mut tok, &[&ncell, &pcell]);
@@ -848,7 +887,9 @@ impl VirtualFs for MemFs {
     }
 
     async fn open(&self, _ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
-        self.open_node(ino, flags)
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.open_node(&mut tok, ino, flags)
     }
 
     async fn create(
@@ -860,6 +901,8 @@ impl VirtualFs for MemFs {
         umask: u32,
         flags: OpenFlags,
     ) -> VfsResult<(Attr, Fh)> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         loop {
             let content = Content::File(FileData::default());
             let spec = NewNode {
@@ -868,14 +911,14 @@ impl VirtualFs for MemFs {
                 rdev: 0,
                 content,
             };
-            match self.make_node(ctx, parent, name, spec) {
+            match self.make_node(&mut tok, ctx, parent, name, spec) {
                 Ok(attr) => {
-                    let fh = self.open_node(attr.ino, flags)?;
+                    let fh = self.open_node(&mut tok, attr.ino, flags)?;
                     return Ok((attr, fh));
                 }
                 Err(VfsError::Exists) if !flags.exclusive() => {
                     // open(2) without O_EXCL opens what is there.
-                    let attr = match self.lookup(ctx, parent, name).await {
+                    let attr = match self.lookup_in(&mut tok, parent, name) {
                         Ok(a) => a,
                         Err(VfsError::NotFound) => continue,
                         Err(e) => return Err(e),
@@ -883,12 +926,12 @@ impl VirtualFs for MemFs {
                     if attr.kind == FileType::Directory {
                         return Err(VfsError::IsDir);
                     }
-                    let fh = match self.open_node(attr.ino, flags) {
+                    let fh = match self.open_node(&mut tok, attr.ino, flags) {
                         Ok(fh) => fh,
                         Err(VfsError::Stale) => continue,
                         Err(e) => return Err(e),
                     };
-                    let attr = self.getattr(ctx, attr.ino, None).await?;
+                    let attr = self.attr_of(&mut tok, attr.ino)?;
                     return Ok((attr, fh));
                 }
                 Err(e) => return Err(e),
@@ -897,12 +940,14 @@ impl VirtualFs for MemFs {
     }
 
     async fn read(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let of = self.handle(ino, fh)?;
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let of = self.handle(&mut tok, ino, fh)?;
         if !of.mode.can_read() {
             return Err(VfsError::BadHandle);
         }
         self.table
-            .read(&mut Locked::new(), ino, |n| match &n.content {
+            .read(&mut tok, ino, |n| match &n.content {
                 Content::File(d) => {
                     if offset >= n.attr.size {
                         return Ok(Bytes::new());
@@ -917,7 +962,9 @@ impl VirtualFs for MemFs {
     }
 
     async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        let of = self.handle(ino, fh)?;
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let of = self.handle(&mut tok, ino, fh)?;
         if !of.mode.can_write() {
             return Err(VfsError::BadHandle);
         }
@@ -925,7 +972,7 @@ impl VirtualFs for MemFs {
         let now = Timestamp::now();
         let grown = self
             .table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 let offset = if of.append { n.attr.size } else { offset };
                 let Content::File(d) = &mut n.content else {
                     return Err(VfsError::Invalid("write to a non-regular file"));
@@ -958,13 +1005,15 @@ impl VirtualFs for MemFs {
 
     async fn fsync(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, _datasync: bool) -> VfsResult<()> {
         // Memory is as durable as MemFs gets: every completed write is already visible.
-        self.handle(ino, fh).map(|_| ())
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.handle(&mut tok, ino, fh).map(|_| ())
     }
 
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-        self.handle(ino, fh)?;
-        self.handles.remove(&fh.0).ok_or(VfsError::BadHandle)?;
-        let mut tok = Locked::<Unlocked>::new();
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.handles.remove(&mut tok, ino, fh)?;
         let dead = self.table.update(&mut tok, ino, |n| {
             n.open = n.open.saturating_sub(1);
             n.is_dead()
@@ -976,9 +1025,11 @@ impl VirtualFs for MemFs {
     }
 
     async fn readdir(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let max = max.max(1);
         self.table
-            .read(&mut Locked::new(), ino, |n| {
+            .read(&mut tok, ino, |n| {
                 let d = n.dir()?;
                 let mut out = Vec::with_capacity(max.min(d.entries.len() + 2));
                 if cookie == 0 {
@@ -1020,7 +1071,9 @@ impl VirtualFs for MemFs {
         let blocks = REPORTED_CAPACITY / u64::from(BLOCK);
         let used = self.allocated.load(Ordering::Relaxed).div_ceil(u64::from(BLOCK));
         let files = u64::from(u32::MAX);
-        let inodes = self.inode_count() as u64;
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let inodes = self.table.len(&mut tok) as u64;
         Ok(StatFs {
             blocks,
             bfree: blocks.saturating_sub(used),
@@ -1034,9 +1087,11 @@ impl VirtualFs for MemFs {
     }
 
     async fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<Bytes> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_xattr(name, None)?;
         self.table
-            .read(&mut Locked::new(), ino, |n| {
+            .read(&mut tok, ino, |n| {
                 xattr_namespace_check(n.attr.kind, name, ctx, false)?;
                 n.xattrs.get(name).cloned().ok_or(VfsError::NoAttr)
             })
@@ -1044,10 +1099,12 @@ impl VirtualFs for MemFs {
     }
 
     async fn setxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr, value: &[u8], how: XattrSet) -> VfsResult<()> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_xattr(name, Some(value))?;
         let now = Timestamp::now();
         self.table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 xattr_namespace_check(n.attr.kind, name, ctx, true)?;
                 let exists = n.xattrs.contains_key(name);
                 match how {
@@ -1063,8 +1120,10 @@ impl VirtualFs for MemFs {
     }
 
     async fn listxattr(&self, ctx: &RequestCtx, ino: Ino) -> VfsResult<Vec<OsString>> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         self.table
-            .read(&mut Locked::new(), ino, |n| {
+            .read(&mut tok, ino, |n| {
                 n.xattrs
                     .keys()
                     .filter(|k| xattr_namespace_check(n.attr.kind, k, ctx, false).is_ok())
@@ -1075,10 +1134,12 @@ impl VirtualFs for MemFs {
     }
 
     async fn removexattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<()> {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         check_xattr(name, None)?;
         let now = Timestamp::now();
         self.table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 xattr_namespace_check(n.attr.kind, name, ctx, true)?;
                 n.xattrs.remove(name).ok_or(VfsError::NoAttr)?;
                 n.attr.ctime = now;
@@ -1096,7 +1157,9 @@ impl VirtualFs for MemFs {
         length: u64,
         mode: i32,
     ) -> VfsResult<()> {
-        let of = self.handle(ino, fh)?;
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let of = self.handle(&mut tok, ino, fh)?;
         if !of.mode.can_write() {
             return Err(VfsError::BadHandle);
         }
@@ -1110,7 +1173,7 @@ impl VirtualFs for MemFs {
         let now = Timestamp::now();
         let freed = self
             .table
-            .update(&mut Locked::new(), ino, |n| {
+            .update(&mut tok, ino, |n| {
                 let Content::File(d) = &mut n.content else {
                     return Err(VfsError::Unsupported);
                 };
