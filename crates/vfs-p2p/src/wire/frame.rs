@@ -73,8 +73,6 @@ pub struct Request {
     pub op: Op,
 }
 
-/// The operations, one per [`vfs_core::VirtualFs`] method that crosses the link. Names
-
 /// Generates [`Op`] from the table.
 macro_rules! define_op {
     ($(
