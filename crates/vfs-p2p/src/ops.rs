@@ -39,9 +39,26 @@ use crate::wire::{MAX_IO, Payload, Reply};
 /// `[Codec]`, `= "label"`, `body len_field` and `, plain ...` are optional. The plain
 /// expression sees the fields by value, `fs: &F`, `ctx: &RequestCtx` and `body:
 /// Payload`, and evaluates to a `VfsResult` of the reply kind's served value.
+///
+/// This grammar is parsed here only: `$m!` receives each entry with every optional part
+/// made explicit (empty brackets where absent), in this form:
+///
+/// ```text
+/// method Variant opcode [#[doc]...] {field: Type [Codec?] ["label"?], ...} [len_field?] ReplyKind
+///     [|fs, ctx, body| expression?];
+/// ```
 macro_rules! with_ops {
+    (@norm $m:ident $(
+        $(#[$doc:meta])*
+        $snake:ident / $V:ident = $code:literal {
+            $( $f:ident : $ty:ty $([$codec:ty])? $(= $what:literal)? ),* $(,)?
+        } $(body $blen:ident)? -> $R:ty
+        $(, plain |$fs:ident, $ctx:ident, $body:ident| $plain:expr)? ;
+    )*) => {
+        $m! { $( $snake $V $code [$(#[$doc])*] {$($f: $ty [$($codec)?] [$($what)?]),*} [$($blen)?] $R [$(|$fs, $ctx, $body| $plain)?]; )* }
+    };
     ($m:ident) => {
-        $m! {
+        $crate::ops::with_ops! { @norm $m
             /// First request of a link: which versions the client speaks.
             hello / Hello = 1 { min_version: u8 = "hello", max_version: u8 = "hello" } -> Reply;
             lookup / Lookup = 2 { parent: Ino, name: OsString } -> Attr,

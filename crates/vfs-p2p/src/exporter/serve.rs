@@ -22,6 +22,9 @@ use crate::wire::{MAX_ENTRIES, Op, Payload, Reply};
 /// What a request is answered with: a reply and its payload, or an errno.
 pub(super) type Answer = Result<(Reply, Bytes), Errno>;
 
+/// What serving an operation of reply kind `R` gives.
+type Served<R> = VfsResult<<R as ReplyKind>::Served>;
+
 /// A directory page size a peer may ask for: 1 to [`MAX_ENTRIES`].
 fn entries_max(max: u32) -> usize {
     (max as usize).clamp(1, MAX_ENTRIES)
@@ -46,45 +49,28 @@ macro_rules! serve_ops {
             $ctx: &RequestCtx,
             $($f: $ty,)*
             $body: Payload,
-        ) -> VfsResult<<$R as ReplyKind>::Served> {
+        ) -> Served<$R> {
             $plain
         }
     };
+    // One operation's method: required, or defaulting to its plain call.
     (@method $(#[$doc:meta])* $snake:ident ($($f:ident: $ty:ty),*) $R:ty []) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)] // the arguments of the VirtualFs method, plus the payload
-        fn $snake(
-            &self,
-            ctx: RequestCtx,
-            $($f: $ty,)*
-            body: Payload,
-        ) -> impl Future<Output = VfsResult<<$R as ReplyKind>::Served>> + Send;
+        $(#[$doc])* #[allow(clippy::too_many_arguments)] // the VirtualFs method's arguments
+        fn $snake(&self, ctx: RequestCtx, $($f: $ty,)* body: Payload) -> impl Future<Output = Served<$R>> + Send;
     };
-    (@method $(#[$doc:meta])* $snake:ident ($($f:ident: $ty:ty),*) $R:ty [$plain:expr]) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)] // the arguments of the VirtualFs method, plus the payload
-        fn $snake(
-            &self,
-            ctx: RequestCtx,
-            $($f: $ty,)*
-            body: Payload,
-        ) -> impl Future<Output = VfsResult<<$R as ReplyKind>::Served>> + Send {
+    (@method $(#[$doc:meta])* $snake:ident ($($f:ident: $ty:ty),*) $R:ty [|$fs:ident, $ctx:ident, $body:ident| $plain:expr]) => {
+        $(#[$doc])* #[allow(clippy::too_many_arguments)] // the VirtualFs method's arguments
+        fn $snake(&self, ctx: RequestCtx, $($f: $ty,)* body: Payload) -> impl Future<Output = Served<$R>> + Send {
             async move { plain::$snake(self.backend(), &ctx, $($f,)* body).await }
         }
     };
-    ($(
-        $(#[$doc:meta])*
-        $snake:ident / $V:ident = $code:literal {
-            $( $f:ident : $ty:ty $([$codec:ty])? $(= $what:literal)? ),* $(,)?
-        } $(body $blen:ident)? -> $R:ty
-        $(, plain |$fs:ident, $ctx:ident, $body:ident| $plain:expr)? ;
-    )*) => {
+    ($($snake:ident $V:ident $code:literal [$(#[$doc:meta])*] {$($f:ident: $ty:ty [$($codec:ty)?] [$($what:literal)?]),*} [$($blen:ident)?] $R:ty [$($plain:tt)*];)*) => {
         /// The plain backend call of each operation the table gives one for: the
         /// arguments translated (names validated, flags and page sizes bounded), nothing
         /// remembered, nothing announced.
         pub(super) mod plain {
             use super::*;
-            $( serve_ops!(@plain $snake ($($f: $ty),*) $R [$( |$fs, $ctx, $body| $plain )?]); )*
+            $( serve_ops!(@plain $snake ($($f: $ty),*) $R [$($plain)*]); )*
         }
 
         /// One method per operation, with the operation's fields as arguments. Those with
@@ -94,7 +80,7 @@ macro_rules! serve_ops {
             type Fs: VirtualFs;
             /// The backend the plain calls go to.
             fn backend(&self) -> &Self::Fs;
-            $( serve_ops!(@method $(#[$doc])* $snake ($($f: $ty),*) $R [$( $plain )?]); )*
+            $( serve_ops!(@method $(#[$doc])* $snake ($($f: $ty),*) $R [$($plain)*]); )*
         }
 
         /// Answers one request through `s`.

@@ -256,13 +256,7 @@ macro_rules! typed_calls {
             <$R as ReplyKind>::take(r, stringify!($snake))
         }
     };
-    ($(
-        $(#[$doc:meta])*
-        $snake:ident / $V:ident = $code:literal {
-            $( $f:ident : $ty:ty $([$codec:ty])? $(= $what:literal)? ),* $(,)?
-        } $(body $blen:ident)? -> $R:ty
-        $(, plain |$fs:ident, $ctx:ident, $body:ident| $plain:expr)? ;
-    )*) => {
+    ($($snake:ident $V:ident $code:literal [$(#[$doc:meta])*] {$($f:ident: $ty:ty [$($codec:ty)?] [$($what:literal)?]),*} [$($blen:ident)?] $R:ty [$($plain:tt)*];)*) => {
         // `hello` is sent by the connector, on a link not installed yet.
         #[allow(dead_code)]
         impl Caller<'_> {

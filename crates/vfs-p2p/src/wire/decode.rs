@@ -343,13 +343,7 @@ impl Decode<u8> for XattrHow {
 
 /// Generates `decode_op` from the table: each field through its codec, in table order.
 macro_rules! decode_op {
-    ($(
-        $(#[$doc:meta])*
-        $snake:ident / $V:ident = $code:literal {
-            $( $f:ident : $ty:ty $([$codec:ty])? $(= $what:literal)? ),* $(,)?
-        } $(body $blen:ident)? -> $R:ty
-        $(, plain |$fs:ident, $ctx:ident, $body:ident| $plain:expr)? ;
-    )*) => {
+    ($($snake:ident $V:ident $code:literal [$(#[$doc:meta])*] {$($f:ident: $ty:ty [$($codec:ty)?] [$($what:literal)?]),*} [$($blen:ident)?] $R:ty [$($plain:tt)*];)*) => {
         /// The arguments of operation `code`; an unknown opcode's are skipped.
         fn decode_op(d: &mut Dec, code: u8) -> WireResult<Op> {
             Ok(match code {

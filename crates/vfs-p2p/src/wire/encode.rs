@@ -248,13 +248,7 @@ impl Encode<u8> for XattrHow {
 
 /// Generates `encode_op` from the table: each field through its codec, in table order.
 macro_rules! encode_op {
-    ($(
-        $(#[$doc:meta])*
-        $snake:ident / $V:ident = $code:literal {
-            $( $f:ident : $ty:ty $([$codec:ty])? $(= $what:literal)? ),* $(,)?
-        } $(body $blen:ident)? -> $R:ty
-        $(, plain |$fs:ident, $ctx:ident, $body:ident| $plain:expr)? ;
-    )*) => {
+    ($($snake:ident $V:ident $code:literal [$(#[$doc:meta])*] {$($f:ident: $ty:ty [$($codec:ty)?] [$($what:literal)?]),*} [$($blen:ident)?] $R:ty [$($plain:tt)*];)*) => {
         /// The arguments of `op` (its opcode is in the request header).
         fn encode_op(e: &mut Enc, op: &Op) {
             match op {

@@ -75,13 +75,7 @@ pub struct Request {
 
 /// Generates [`Op`] from the table.
 macro_rules! define_op {
-    ($(
-        $(#[$doc:meta])*
-        $snake:ident / $V:ident = $code:literal {
-            $( $f:ident : $ty:ty $([$codec:ty])? $(= $what:literal)? ),* $(,)?
-        } $(body $blen:ident)? -> $R:ty
-        $(, plain |$fs:ident, $ctx:ident, $body:ident| $plain:expr)? ;
-    )*) => {
+    ($($snake:ident $V:ident $code:literal [$(#[$doc:meta])*] {$($f:ident: $ty:ty [$($codec:ty)?] [$($what:literal)?]),*} [$($blen:ident)?] $R:ty [$($plain:tt)*];)*) => {
         /// The operations, one per [`vfs_core::VirtualFs`] method that crosses the link
         /// (declared in `crate::ops`). Names are raw bytes here: the exporter validates
         /// them.
