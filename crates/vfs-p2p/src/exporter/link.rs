@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 use vfs_core::notify::Change;
 use vfs_core::pool::HeldHandle;
 use vfs_core::{
-    Attr, Errno, Fh, Ino, InodeStability, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, VfsError, VfsResult,
-    VirtualFs,
+    Attr, DirEntry, Errno, Fh, Ino, InodeStability, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, VfsError,
+    VfsResult, VirtualFs,
 };
 
 use super::Exporter;
@@ -150,6 +150,13 @@ impl<F: VirtualFs> LinkHandler<F> {
             self.exp.pool.invalidate(v.ino).await;
         }
         self.exp.announce_update(parent, None).await;
+    }
+
+    /// After a listing of `dir`: the names it gave are remembered.
+    fn listed<'a>(&self, dir: Ino, entries: impl Iterator<Item = &'a DirEntry>) {
+        for e in entries.filter(|e| e.name != "." && e.name != "..") {
+            self.exp.remember(e.ino, dir, &e.name);
+        }
     }
 
     /// After a change to the data or metadata of `ino`.
@@ -468,13 +475,9 @@ impl<F: VirtualFs> Serve for LinkHandler<F> {
         cookie: u64,
         max: u32,
         body: Payload,
-    ) -> VfsResult<Vec<vfs_core::DirEntry>> {
+    ) -> VfsResult<Vec<DirEntry>> {
         let entries = plain::readdir(self.fs(), &ctx, ino, cookie, max, body).await?;
-        for e in &entries {
-            if e.name != "." && e.name != ".." {
-                self.exp.remember(e.ino, ino, &e.name);
-            }
-        }
+        self.listed(ino, entries.iter());
         Ok(entries)
     }
 
@@ -487,11 +490,7 @@ impl<F: VirtualFs> Serve for LinkHandler<F> {
         body: Payload,
     ) -> VfsResult<Vec<vfs_core::DirEntryPlus>> {
         let entries = plain::readdirplus(self.fs(), &ctx, ino, cookie, max, body).await?;
-        for e in &entries {
-            if e.entry.name != "." && e.entry.name != ".." {
-                self.exp.remember(e.entry.ino, ino, &e.entry.name);
-            }
-        }
+        self.listed(ino, entries.iter().map(|e| &e.entry));
         Ok(entries)
     }
 
