@@ -24,6 +24,7 @@ pub mod hostile;
 pub mod identity;
 pub mod loopback;
 pub mod mux;
+mod ops;
 pub mod remote;
 pub mod rpc;
 pub mod transport;

@@ -14,10 +14,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::ffi::OsString;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use vfs_core::{RequestCtx, VfsError, VfsResult};
 
+use vfs_core::Attr;
+use vfs_core::{DirEntry, DirEntryPlus, Ino, RequestCtx, SetAttr, StatFs, VfsError, VfsResult};
+
+use crate::ops::{Data, ReplyKind, Written};
 use crate::rpc::{LinkConfig, LinkFailure, RpcClient};
 use crate::transport::{Transport, TransportError};
 use crate::wire::{Op, Payload, Reply, VERSION, WireChange};
@@ -192,12 +196,73 @@ impl Session {
         client.call(*ctx, op, body).await
     }
 
-    /// Like [`Session::call`] but only on the link that is up now (for calls that are
-    /// pointless on another link: releases and forgets).
-    pub async fn call_now(&self, op: Op) -> VfsResult<(Reply, Payload)> {
+    /// Like [`Session::call`] but only on the link that is up now, as root (for calls
+    /// that are pointless on another link: releases, forgets, reopening after a
+    /// reconnection).
+    pub async fn call_now(&self, op: Op, body: Bytes) -> VfsResult<(Reply, Payload)> {
         match self.live() {
-            Some(c) => c.call(RequestCtx::ROOT, op, Bytes::new()).await,
+            Some(c) => c.call(RequestCtx::ROOT, op, body).await,
             None => Err(VfsError::Io("the link to the peer is down".into())),
         }
     }
+
+    /// Typed calls for `ctx` ([`Session::call`]).
+    pub fn on<'a>(&'a self, ctx: &'a RequestCtx) -> Caller<'a> {
+        Caller {
+            session: self,
+            ctx: Some(ctx),
+        }
+    }
+
+    /// Typed calls on the link that is up now ([`Session::call_now`]).
+    pub fn now(&self) -> Caller<'_> {
+        Caller {
+            session: self,
+            ctx: None,
+        }
+    }
 }
+
+/// Calls on the owner, one typed method per operation of the table (`crate::ops`): each
+/// builds its request and takes the answer of the kind the table declares (any other
+/// answer is `EIO`).
+#[derive(Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    session: &'a Session,
+    /// `None`: only on the link up now, as root.
+    ctx: Option<&'a RequestCtx>,
+}
+
+impl Caller<'_> {
+    async fn raw(self, op: Op, body: Bytes) -> VfsResult<(Reply, Payload)> {
+        match self.ctx {
+            Some(ctx) => self.session.call(ctx, op, body).await,
+            None => self.session.call_now(op, body).await,
+        }
+    }
+}
+
+macro_rules! typed_calls {
+    (@call $snake:ident $V:ident ($($f:ident: $ty:ty),*) $R:ty []) => {
+        pub async fn $snake(self, $($f: $ty),*) -> VfsResult<<$R as ReplyKind>::Received> {
+            let r = self.raw(Op::$V { $($f),* }, Bytes::new()).await?;
+            <$R as ReplyKind>::take(r, stringify!($snake))
+        }
+    };
+    (@call $snake:ident $V:ident ($($f:ident: $ty:ty),*) $R:ty [$blen:ident]) => {
+        /// The payload (`body`) follows the request as data frames.
+        pub async fn $snake(self, $($f: $ty,)* body: Bytes) -> VfsResult<<$R as ReplyKind>::Received> {
+            let r = self.raw(Op::$V { $($f),* }, body).await?;
+            <$R as ReplyKind>::take(r, stringify!($snake))
+        }
+    };
+    ($($snake:ident $V:ident $code:literal [$(#[$doc:meta])*] {$($f:ident: $ty:ty [$($codec:ty)?] [$($what:literal)?]),*} [$($blen:ident)?] $R:ty [$($plain:tt)*];)*) => {
+        // `hello` is sent by the connector, on a link not installed yet.
+        #[allow(dead_code)]
+        impl Caller<'_> {
+            $( typed_calls!(@call $snake $V ($($f: $ty),*) $R [$($blen)?]); )*
+        }
+    };
+}
+
+crate::ops::with_ops!(typed_calls);

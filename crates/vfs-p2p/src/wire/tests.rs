@@ -1,8 +1,17 @@
 //! Round trips of every frame, the limits, and arbitrary bytes.
 
-use super::*;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use bytes::Bytes;
 use proptest::prelude::*;
-use vfs_core::Fh;
+use vfs_core::{
+    Attr, DirEntry, DirEntryPlus, Errno, Fh, FileType, Ino, RequestCtx, SetAttr, SetTime, StatFs, Timestamp,
+};
+
+use super::frame::{K_NOTIFY, K_REQUEST};
+use super::*;
+use crate::transport::MAX_FRAME;
 
 fn ts() -> impl Strategy<Value = Timestamp> {
     (any::<i64>(), 0u32..1_000_000_000).prop_map(|(secs, nsecs)| Timestamp { secs, nsecs })
