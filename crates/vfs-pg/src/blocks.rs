@@ -38,11 +38,15 @@ pub trait BlockStore: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// Stores new immutable blocks, `(id, bytes)`; each id's `block` row exists in `tx`.
-    fn put(&self, tx: &Transaction<'_>, blocks: &[(i64, &[u8])]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put(&self, tx: &Transaction<'_>, blocks: &[(i64, &[u8])])
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The bytes of blocks `ids` as of `tx`'s snapshot. Every id must be found.
-    fn get(&self, tx: &Transaction<'_>, ids: &[i64])
-    -> impl Future<Output = Result<HashMap<i64, Bytes>, StoreError>> + Send;
+    fn get(
+        &self,
+        tx: &Transaction<'_>,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, Bytes>, StoreError>> + Send;
 
     /// Forgets blocks `ids`, whose reference count reached zero in `tx`; called before
     /// their `block` rows are deleted in the same transaction.

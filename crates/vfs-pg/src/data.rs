@@ -117,7 +117,8 @@ pub(crate) async fn write<S: BlockStore>(
         if block.len() < need_len {
             block.resize(need_len, 0);
         }
-        block[(from - bstart) as usize..need_len].copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+        block[(from - bstart) as usize..need_len]
+            .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
         contents.push((idx, block));
     }
     let olds: Vec<i64> = map.iter().map(|m| m.block).collect();
@@ -126,7 +127,12 @@ pub(crate) async fn write<S: BlockStore>(
 }
 
 /// Makes new blocks with these contents and points `ino`'s rows `idx` at them.
-async fn put_blocks<S: BlockStore>(tx: &Transaction<'_>, store: &S, ino: i64, contents: &[(i64, Vec<u8>)]) -> OpResult<()> {
+async fn put_blocks<S: BlockStore>(
+    tx: &Transaction<'_>,
+    store: &S,
+    ino: i64,
+    contents: &[(i64, Vec<u8>)],
+) -> OpResult<()> {
     if contents.is_empty() {
         return Ok(());
     }

@@ -205,7 +205,11 @@ macro_rules! in_txn {
         loop {
             attempt += 1;
             let outcome: $crate::db::OpResult<_> = async {
-                let mut client = fs.pool.get().await.map_err(|e| $crate::db::OpError::Pool(e.to_string()))?;
+                let mut client = fs
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| $crate::db::OpError::Pool(e.to_string()))?;
                 let $tx = client
                     .build_transaction()
                     .isolation_level(tokio_postgres::IsolationLevel::Serializable)
@@ -236,7 +240,11 @@ macro_rules! in_snapshot {
     ($fs:expr, $op:literal, |$tx:ident| $body:expr) => {{
         let fs = &$fs;
         let outcome: $crate::db::OpResult<_> = async {
-            let mut client = fs.pool.get().await.map_err(|e| $crate::db::OpError::Pool(e.to_string()))?;
+            let mut client = fs
+                .pool
+                .get()
+                .await
+                .map_err(|e| $crate::db::OpError::Pool(e.to_string()))?;
             let $tx = client
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -259,7 +267,11 @@ macro_rules! with_client {
     ($fs:expr, $op:literal, |$c:ident| $body:expr) => {{
         let fs = &$fs;
         let outcome: $crate::db::OpResult<_> = async {
-            let $c = fs.pool.get().await.map_err(|e| $crate::db::OpError::Pool(e.to_string()))?;
+            let $c = fs
+                .pool
+                .get()
+                .await
+                .map_err(|e| $crate::db::OpError::Pool(e.to_string()))?;
             Ok($body)
         }
         .await;
@@ -280,8 +292,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 }
 
 /// The columns [`attr_from_row`] reads, in its order.
-pub(crate) const ATTR_COLS: &str =
-    "i.ino, i.kind, i.perm, i.nlink, i.uid, i.gid, i.size, i.rdev, i.atime_s, i.atime_ns, i.mtime_s, i.mtime_ns, i.ctime_s, i.ctime_ns";
+pub(crate) const ATTR_COLS: &str = "i.ino, i.kind, i.perm, i.nlink, i.uid, i.gid, i.size, i.rdev, i.atime_s, i.atime_ns, i.mtime_s, i.mtime_ns, i.ctime_s, i.ctime_ns";
 
 pub(crate) fn kind_code(kind: FileType) -> i16 {
     match kind {
@@ -304,7 +315,11 @@ pub(crate) fn kind_from_code(code: i16) -> OpResult<FileType> {
         5 => FileType::Socket,
         6 => FileType::CharDevice,
         7 => FileType::BlockDevice,
-        other => return Err(OpError::Fs(VfsError::Io(format!("inode row with unknown kind {other}")))),
+        other => {
+            return Err(OpError::Fs(VfsError::Io(format!(
+                "inode row with unknown kind {other}"
+            ))));
+        }
     })
 }
 
@@ -329,7 +344,11 @@ pub(crate) fn attr_from_row(row: &Row, start: usize, ino: Ino, blksize: u32) -> 
         uid: g(4)? as u32,
         gid: g(5)? as u32,
         size,
-        blocks: if kind == FileType::Regular { size.div_ceil(512) } else { 0 },
+        blocks: if kind == FileType::Regular {
+            size.div_ceil(512)
+        } else {
+            0
+        },
         blksize,
         rdev: g(7)? as u64,
         atime: ts(g(8)?, ns(9)?),

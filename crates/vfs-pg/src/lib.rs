@@ -193,14 +193,17 @@ impl<S: BlockStore> PgFs<S> {
         let now = vfs_core::Timestamp::now();
         match cmd {
             Command::CpVerset { module, verset } => {
-                db::in_txn!(self, "cpverset", |tx| verset::cpverset(&tx, module, verset, now).await?)
+                db::in_txn!(self, "cpverset", |tx| verset::cpverset(&tx, module, verset, now)
+                    .await?)
             }
         }
     }
 
     /// Checks the consistency of the whole database (see [`fsck`]).
     pub async fn fsck(&self) -> VfsResult<fsck::Report> {
-        fsck::check(&self.pool, self.store.fsck_rules()).await.map_err(|e| e.into_vfs("fsck"))
+        fsck::check(&self.pool, self.store.fsck_rules())
+            .await
+            .map_err(|e| e.into_vfs("fsck"))
     }
 
     /// The database inode for `ino` as the caller sees it.

@@ -65,7 +65,8 @@ impl<S: BlockStore> PgFs<S> {
         now: Timestamp,
     ) -> OpResult<Attr> {
         let p = tree::dir(tx, parent).await?;
-        if tree::entry(tx, parent, name).await?.is_some() || (parent == MOUNT_ROOT && self.modules && name == CTL_NAME.as_bytes())
+        if tree::entry(tx, parent, name).await?.is_some()
+            || (parent == MOUNT_ROOT && self.modules && name == CTL_NAME.as_bytes())
         {
             return Err(VfsError::Exists.into());
         }
@@ -84,7 +85,9 @@ impl<S: BlockStore> PgFs<S> {
                     }
                     None => Err(VfsError::NotPermitted.into()),
                 },
-                (FileType::Directory, None) => Err(VfsError::Invalid("modules and versets are named by numbers").into()),
+                (FileType::Directory, None) => {
+                    Err(VfsError::Invalid("modules and versets are named by numbers").into())
+                }
                 _ => Err(VfsError::NotPermitted.into()),
             };
         }
@@ -108,13 +111,23 @@ impl<S: BlockStore> PgFs<S> {
         let now = Timestamp::now();
         let spec = &spec;
         in_txn!(self, "create", |tx| {
-            let s = NewInode { target: spec.target, ..*spec };
+            let s = NewInode {
+                target: spec.target,
+                ..*spec
+            };
             self.make_node_tx(&tx, ctx, parent, name.as_bytes(), s, now).await?
         })
     }
 
     /// Unlinks `parent/name` (a directory if `dir`) inside `tx`.
-    async fn remove_tx(&self, tx: &Transaction<'_>, parent: i64, name: &[u8], dir: bool, now: Timestamp) -> OpResult<()> {
+    async fn remove_tx(
+        &self,
+        tx: &Transaction<'_>,
+        parent: i64,
+        name: &[u8],
+        dir: bool,
+        now: Timestamp,
+    ) -> OpResult<()> {
         let p = tree::dir(tx, parent).await?;
         let Some(victim) = tree::entry(tx, parent, name).await? else {
             return Err(VfsError::NotFound.into());
@@ -154,8 +167,14 @@ impl<S: BlockStore> PgFs<S> {
         now: Timestamp,
     ) -> OpResult<()> {
         let p = tree::dir(tx, parent).await?;
-        let np = if newparent == parent { p } else { tree::dir(tx, newparent).await? };
-        let src = tree::entry(tx, parent, name).await?.ok_or(OpError::Fs(VfsError::NotFound))?;
+        let np = if newparent == parent {
+            p
+        } else {
+            tree::dir(tx, newparent).await?
+        };
+        let src = tree::entry(tx, parent, name)
+            .await?
+            .ok_or(OpError::Fs(VfsError::NotFound))?;
         let dst = tree::entry(tx, newparent, newname).await?;
         // Linux's order: NOREPLACE, EXCHANGE's missing target, the subtree traps, then
         // "same inode: nothing to do", then types.
@@ -189,9 +208,21 @@ impl<S: BlockStore> PgFs<S> {
         }
         let src_dir = src.kind == FileType::Directory;
         if flags.exchange() {
-            let Some(d) = dst else { return Err(VfsError::NotFound.into()) };
-            exec(tx, "UPDATE dentry SET ino = $3 WHERE parent = $1 AND name = $2", &[&parent, &name, &d.ino]).await?;
-            exec(tx, "UPDATE dentry SET ino = $3 WHERE parent = $1 AND name = $2", &[&newparent, &newname, &src.ino]).await?;
+            let Some(d) = dst else {
+                return Err(VfsError::NotFound.into());
+            };
+            exec(
+                tx,
+                "UPDATE dentry SET ino = $3 WHERE parent = $1 AND name = $2",
+                &[&parent, &name, &d.ino],
+            )
+            .await?;
+            exec(
+                tx,
+                "UPDATE dentry SET ino = $3 WHERE parent = $1 AND name = $2",
+                &[&newparent, &newname, &src.ino],
+            )
+            .await?;
             let dst_dir = d.kind == FileType::Directory;
             let (dp, dnp) = if parent != newparent && src_dir != dst_dir {
                 if src_dir { (-1, 1) } else { (1, -1) }
@@ -363,7 +394,11 @@ impl<S: BlockStore> PgFs<S> {
 /// namespaces are not supported.
 fn xattr_namespace_check(kind: FileType, name: &OsStr, ctx: &RequestCtx, write: bool) -> VfsResult<()> {
     let b = name.as_bytes();
-    let denied = if write { VfsError::NotPermitted } else { VfsError::NoAttr };
+    let denied = if write {
+        VfsError::NotPermitted
+    } else {
+        VfsError::NoAttr
+    };
     if b.starts_with(b"user.") {
         if !matches!(kind, FileType::Regular | FileType::Directory) {
             return Err(denied);
@@ -397,7 +432,9 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         let parent = self.db_ino(parent)?;
         let name = name.as_bytes();
         with_client!(self, "lookup", |c| {
-            let sql = format!("SELECT {ATTR_COLS} FROM dentry d JOIN inode i ON i.ino = d.ino WHERE d.parent = $1 AND d.name = $2");
+            let sql = format!(
+                "SELECT {ATTR_COLS} FROM dentry d JOIN inode i ON i.ino = d.ino WHERE d.parent = $1 AND d.name = $2"
+            );
             match row(&c, &sql, &[&parent, &name]).await? {
                 Some(r) => {
                     let ino: i64 = r.try_get(0)?;
@@ -558,13 +595,17 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         }
         let parent = self.db_ino(parent)?;
         let now = Timestamp::now();
-        in_txn!(self, "unlink", |tx| self.remove_tx(&tx, parent, name.as_bytes(), false, now).await?)
+        in_txn!(self, "unlink", |tx| self
+            .remove_tx(&tx, parent, name.as_bytes(), false, now)
+            .await?)
     }
 
     async fn rmdir(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
         let parent = self.db_ino(parent)?;
         let now = Timestamp::now();
-        in_txn!(self, "rmdir", |tx| self.remove_tx(&tx, parent, name.as_bytes(), true, now).await?)
+        in_txn!(self, "rmdir", |tx| self
+            .remove_tx(&tx, parent, name.as_bytes(), true, now)
+            .await?)
     }
 
     async fn symlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
@@ -767,12 +808,20 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
 
     async fn fsync(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, _datasync: bool) -> VfsResult<()> {
         // Every write committed before it answered: there is nothing left to flush.
-        let n = if self.is_ctl(ino) { CTL_INO.0 as i64 } else { self.db_ino(ino)? };
+        let n = if self.is_ctl(ino) {
+            CTL_INO.0 as i64
+        } else {
+            self.db_ino(ino)?
+        };
         self.handle(n, fh).map(|_| ())
     }
 
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-        let n = if self.is_ctl(ino) { CTL_INO.0 as i64 } else { self.db_ino(ino)? };
+        let n = if self.is_ctl(ino) {
+            CTL_INO.0 as i64
+        } else {
+            self.db_ino(ino)?
+        };
         self.handle(n, fh)?;
         self.handles.remove(&fh.0).ok_or(VfsError::BadHandle)?;
         if self.drop_handle(n) && n != CTL_INO.0 as i64 {

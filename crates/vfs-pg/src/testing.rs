@@ -65,7 +65,9 @@ fn is_root() -> bool {
 
 fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| format!("no free port: {e}"))
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
 }
 
 impl TestServer {
@@ -92,7 +94,9 @@ impl TestServer {
                 .status()
                 .map_err(|e| format!("chown: {e}"))?;
             if !status.success() {
-                return Err("cannot hand the temp dir to the postgres user (is there one? apt-get install postgresql)".into());
+                return Err(
+                    "cannot hand the temp dir to the postgres user (is there one? apt-get install postgresql)".into(),
+                );
             }
         }
         let data = server.path().join("data");
@@ -203,30 +207,41 @@ impl TestServer {
 
     /// The libpq connection string of database `db`.
     pub fn url(&self, db: &str) -> String {
-        format!("host={} port={} user=postgres dbname={db}", self.path().display(), self.port)
+        format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.path().display(),
+            self.port
+        )
     }
 
-    /// Creates a new, empty database and returns its connection string.
+    /// Creates a new, empty database and returns its connection string. Callable from
+    /// async code too (it works on a thread of its own).
     pub fn create_db(&self) -> Result<String, String> {
-        let name = format!("t{}_{}", std::process::id(), self.next_db.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            self.next_db.fetch_add(1, Ordering::Relaxed)
+        );
         let admin = self.url("postgres");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| format!("cannot connect to the test server: {e}"))?;
-            let driver = tokio::spawn(conn);
-            let made = client
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .await
-                .map_err(|e| format!("CREATE DATABASE {name}: {e}"));
-            drop(client);
-            let _ = driver.await;
-            made
-        })?;
+        let sql = format!("CREATE DATABASE {name}");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("runtime: {e}"))?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| format!("cannot connect to the test server: {e}"))?;
+                let driver = tokio::spawn(conn);
+                let made = client.batch_execute(&sql).await.map_err(|e| format!("{sql}: {e}"));
+                drop(client);
+                let _ = driver.await;
+                made
+            })
+        })
+        .join()
+        .map_err(|_| "the database-creating thread panicked".to_string())??;
         Ok(self.url(&name))
     }
 
@@ -252,11 +267,9 @@ impl Drop for TestServer {
 static SHARED: OnceLock<Result<std::sync::Mutex<Option<TestServer>>, String>> = OnceLock::new();
 
 extern "C" fn stop_shared() {
-    if let Some(Ok(m)) = SHARED.get()
-        && let Ok(mut guard) = m.lock()
-    {
+    if let Some(Ok(m)) = SHARED.get() {
         // Dropping stops the server and removes its directory.
-        guard.take();
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 }
 
@@ -273,7 +286,8 @@ pub fn with_shared<T>(f: impl FnOnce(&TestServer) -> T) -> Result<T, String> {
         Ok(std::sync::Mutex::new(Some(server)))
     });
     let m = shared.as_ref().map_err(Clone::clone)?;
-    let guard = m.lock().map_err(|_| "the shared test server's lock is poisoned".to_string())?;
+    // A test that panicked while holding the lock left the server as it was.
+    let guard = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match guard.as_ref() {
         Some(s) => Ok(f(s)),
         None => Err("the shared test server was already stopped".into()),

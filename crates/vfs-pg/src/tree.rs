@@ -65,7 +65,8 @@ pub(crate) async fn dir(tx: &Transaction<'_>, ino: i64) -> OpResult<Node> {
 
 /// The inode that `parent/name` names, if any.
 pub(crate) async fn entry(tx: &Transaction<'_>, parent: i64, name: &[u8]) -> OpResult<Option<Node>> {
-    let sql = format!("SELECT {NODE_COLS} FROM dentry d JOIN inode i ON i.ino = d.ino WHERE d.parent = $1 AND d.name = $2");
+    let sql =
+        format!("SELECT {NODE_COLS} FROM dentry d JOIN inode i ON i.ino = d.ino WHERE d.parent = $1 AND d.name = $2");
     match row(tx, &sql, &[&parent, &name]).await? {
         Some(r) => Ok(Some(node_from(&r)?)),
         None => Ok(None),
@@ -124,15 +125,43 @@ pub(crate) async fn insert_inode(tx: &Transaction<'_>, n: &NewInode<'_>, now: Ti
     }
 }
 
-/// Adds the entry `parent/name → ino` (a fresh cookie).
+/// The listing place of `name`: FNV-1a 64 of its bytes, in `16 .. 2^62` (cookies stay
+/// positive as signed 64-bit offsets, as FUSE and NFS clients keep them).
+pub(crate) fn name_cookie(name: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h >> 2) as i64).max(16)
+}
+
+/// Most places after its hash that a name may take when those before are used.
+const COOKIE_PROBES: i64 = 64;
+
+/// Adds the entry `parent/name → ino`, listed at the first free place from the hash of
+/// its name.
 pub(crate) async fn add_entry(tx: &Transaction<'_>, parent: i64, name: &[u8], ino: i64) -> OpResult<()> {
-    exec(tx, "INSERT INTO dentry (parent, name, ino) VALUES ($1, $2, $3)", &[&parent, &name, &ino]).await?;
+    let h = name_cookie(name);
+    exec(
+        tx,
+        "INSERT INTO dentry (parent, name, ino, cookie)
+         SELECT $1, $2, $3, min(c) FROM generate_series($4::bigint, $4::bigint + $5) AS c
+         WHERE NOT EXISTS (SELECT 1 FROM dentry WHERE parent = $1 AND cookie = c)",
+        &[&parent, &name, &ino, &h, &COOKIE_PROBES],
+    )
+    .await?;
     Ok(())
 }
 
 /// Removes the entry `parent/name`.
 pub(crate) async fn remove_entry(tx: &Transaction<'_>, parent: i64, name: &[u8]) -> OpResult<()> {
-    exec(tx, "DELETE FROM dentry WHERE parent = $1 AND name = $2", &[&parent, &name]).await?;
+    exec(
+        tx,
+        "DELETE FROM dentry WHERE parent = $1 AND name = $2",
+        &[&parent, &name],
+    )
+    .await?;
     Ok(())
 }
 
@@ -252,4 +281,19 @@ pub(crate) async fn reap<S: BlockStore>(tx: &Transaction<'_>, store: &S, ino: i6
     exec(tx, "DELETE FROM xattr WHERE ino = $1", &[&ino]).await?;
     exec(tx, "DELETE FROM inode WHERE ino = $1", &[&ino]).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_cookies_are_stable_positive_and_above_the_fixed_ones() {
+        assert_eq!(name_cookie(b"a"), name_cookie(b"a"));
+        assert_ne!(name_cookie(b"a"), name_cookie(b"b"));
+        for n in [&b""[..], b"a", b"ctl", &[0xff; 255]] {
+            let c = name_cookie(n);
+            assert!((16..1 << 62).contains(&c), "{n:?}: {c}");
+        }
+    }
 }

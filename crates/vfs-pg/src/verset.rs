@@ -87,16 +87,28 @@ async fn new_verset_id(tx: &Transaction<'_>) -> OpResult<i64> {
 
 /// The module whose directory is `ino`, if it is one.
 pub(crate) async fn module_of_dir(tx: &Transaction<'_>, ino: i64) -> OpResult<Option<i64>> {
-    Ok(match row(tx, "SELECT number FROM module WHERE ino = $1", &[&ino]).await? {
-        Some(r) => Some(r.try_get(0)?),
-        None => None,
-    })
+    Ok(
+        match row(tx, "SELECT number FROM module WHERE ino = $1", &[&ino]).await? {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        },
+    )
 }
 
 /// The root inode of verset `number` of module `module`.
-pub(crate) async fn verset_root(tx: &impl deadpool_postgres::GenericClient, module: i64, number: i64) -> OpResult<Option<(i64, i64)>> {
+pub(crate) async fn verset_root(
+    tx: &impl deadpool_postgres::GenericClient,
+    module: i64,
+    number: i64,
+) -> OpResult<Option<(i64, i64)>> {
     Ok(
-        match row(tx, "SELECT id, root FROM verset WHERE module = $1 AND number = $2", &[&module, &number]).await? {
+        match row(
+            tx,
+            "SELECT id, root FROM verset WHERE module = $1 AND number = $2",
+            &[&module, &number],
+        )
+        .await?
+        {
             Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
             None => None,
         },
@@ -131,7 +143,9 @@ impl Command {
                 module: num(m)?,
                 verset: num(v)?,
             }),
-            _ => Err(VfsError::Invalid("ctl: unknown command (expected: cpverset [MODULE] VERSET)")),
+            _ => Err(VfsError::Invalid(
+                "ctl: unknown command (expected: cpverset [MODULE] VERSET)",
+            )),
         }
     }
 }
@@ -143,7 +157,9 @@ pub(crate) async fn cpverset(tx: &Transaction<'_>, module: i64, verset: i64, now
         Some(r) => r.try_get(0)?,
         None => return Err(OpError::Fs(VfsError::NotFound)),
     };
-    let (src_id, src_root) = verset_root(tx, module, verset).await?.ok_or(OpError::Fs(VfsError::NotFound))?;
+    let (src_id, src_root) = verset_root(tx, module, verset)
+        .await?
+        .ok_or(OpError::Fs(VfsError::NotFound))?;
     let next: i64 = match row(
         tx,
         "SELECT coalesce(max(number), 0) + 1 FROM verset WHERE module = $1",
@@ -174,10 +190,9 @@ pub(crate) async fn cpverset(tx: &Transaction<'_>, module: i64, verset: i64, now
     )
     .await?;
     tx.execute(
-        "INSERT INTO dentry (parent, name, ino)
-         SELECT p.new, d.name, c.new FROM dentry d
-         JOIN vfs_copy_map p ON p.old = d.parent JOIN vfs_copy_map c ON c.old = d.ino
-         ORDER BY d.parent, d.cookie",
+        "INSERT INTO dentry (parent, name, ino, cookie)
+         SELECT p.new, d.name, c.new, d.cookie FROM dentry d
+         JOIN vfs_copy_map p ON p.old = d.parent JOIN vfs_copy_map c ON c.old = d.ino",
         &[],
     )
     .await?;

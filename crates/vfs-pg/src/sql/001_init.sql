@@ -11,10 +11,6 @@ CREATE TABLE vfs_meta (
 -- Inode numbers are unique across the whole database (every verset), never reused.
 -- 1 is the mount root; 2 is the synthetic control file `ctl`; real inodes start at 16.
 CREATE SEQUENCE vfs_ino_seq START 16;
--- Readdir cookies: 1 and 2 are `.` and `..`, 3 is the mount root's `ctl`; an entry's
--- cookie is fixed when it is made, and later entries get larger ones, so a resumed
--- listing never repeats one.
-CREATE SEQUENCE vfs_cookie_seq START 4;
 CREATE SEQUENCE vfs_block_seq;
 
 -- One row per inode. kind: 1 regular, 2 directory, 3 symlink, 4 fifo, 5 socket,
@@ -41,12 +37,15 @@ CREATE TABLE inode (
 CREATE INDEX inode_verset ON inode (verset);
 
 -- Directory entries. `.` and `..` are not stored: `..` of a directory is the parent of
--- its one entry.
+-- its one entry. cookie: the entry's place in listings, a hash of its name (the first
+-- free value from it on), as ext4 does, so a name removed and made again during a
+-- listing comes back to the same place and is not listed twice. Cookies 1 and 2 are
+-- `.` and `..`, 3 the mount root's `ctl`; hashes start at 16.
 CREATE TABLE dentry (
     parent bigint NOT NULL REFERENCES inode (ino),
     name   bytea NOT NULL,
     ino    bigint NOT NULL REFERENCES inode (ino),
-    cookie bigint NOT NULL DEFAULT nextval('vfs_cookie_seq'),
+    cookie bigint NOT NULL CHECK (cookie >= 16),
     PRIMARY KEY (parent, name)
 );
 CREATE UNIQUE INDEX dentry_cookie ON dentry (parent, cookie);
