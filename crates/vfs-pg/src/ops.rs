@@ -156,6 +156,7 @@ impl<S: BlockStore> PgFs<S> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn rename_tx(
         &self,
         tx: &Transaction<'_>,
@@ -559,8 +560,8 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
             FileType::Regular
         } else {
             match FileType::from_mode(mode) {
-                Some(FileType::Directory) => return Err(VfsError::NotPermitted.into()),
-                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this type").into()),
+                Some(FileType::Directory) => return Err(VfsError::NotPermitted),
+                Some(FileType::Symlink) | None => return Err(VfsError::Invalid("mknod of this type")),
                 Some(k) => k,
             }
         };
@@ -591,7 +592,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
 
     async fn unlink(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
         if self.modules && parent == Ino::ROOT && name.as_bytes() == CTL_NAME.as_bytes() {
-            return Err(VfsError::NotPermitted.into());
+            return Err(VfsError::NotPermitted);
         }
         let parent = self.db_ino(parent)?;
         let now = Timestamp::now();
@@ -636,7 +637,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
             && ((parent == Ino::ROOT && name.as_bytes() == CTL_NAME.as_bytes())
                 || (newparent == Ino::ROOT && newname.as_bytes() == CTL_NAME.as_bytes()))
         {
-            return Err(VfsError::NotPermitted.into());
+            return Err(VfsError::NotPermitted);
         }
         let (p, np) = (self.db_ino(parent)?, self.db_ino(newparent)?);
         let now = Timestamp::now();
@@ -648,7 +649,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
 
     async fn link(&self, _ctx: &RequestCtx, ino: Ino, newparent: Ino, newname: Name<'_>) -> VfsResult<Attr> {
         if self.is_ctl(ino) {
-            return Err(VfsError::NotPermitted.into());
+            return Err(VfsError::NotPermitted);
         }
         let (n, np) = (self.db_ino(ino)?, self.db_ino(newparent)?);
         let now = Timestamp::now();
@@ -697,7 +698,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
     ) -> VfsResult<(Attr, Fh)> {
         if self.modules && parent == Ino::ROOT && name.as_bytes() == CTL_NAME.as_bytes() {
             if flags.exclusive() {
-                return Err(VfsError::Exists.into());
+                return Err(VfsError::Exists);
             }
             return Ok((self.ctl_attr(), self.add_handle(CTL_INO.0 as i64, flags)));
         }
@@ -743,7 +744,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         let n = self.db_ino(ino)?;
         let of = self.handle(n, fh)?;
         if !of.mode.can_read() {
-            return Err(VfsError::BadHandle.into());
+            return Err(VfsError::BadHandle);
         }
         in_snapshot!(self, "read", |tx| {
             let node = tree::node(&tx, n).await?;
@@ -770,7 +771,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         let n = self.db_ino(ino)?;
         let of = self.handle(n, fh)?;
         if !of.mode.can_write() {
-            return Err(VfsError::BadHandle.into());
+            return Err(VfsError::BadHandle);
         }
         let len = u32::try_from(data.len()).map_err(|_| VfsError::Invalid("write larger than 4 GiB"))?;
         let now = Timestamp::now();
@@ -962,10 +963,10 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         let n = self.db_ino(ino)?;
         let of = self.handle(n, fh)?;
         if !of.mode.can_write() {
-            return Err(VfsError::BadHandle.into());
+            return Err(VfsError::BadHandle);
         }
         if length == 0 {
-            return Err(VfsError::Invalid("fallocate of zero length").into());
+            return Err(VfsError::Invalid("fallocate of zero length"));
         }
         let end = offset
             .checked_add(length)
@@ -973,7 +974,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
             .ok_or(VfsError::TooBig)?;
         let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         if mode != 0 && mode != libc::FALLOC_FL_KEEP_SIZE && mode != punch {
-            return Err(VfsError::Unsupported.into());
+            return Err(VfsError::Unsupported);
         }
         let now = Timestamp::now();
         in_txn!(self, "fallocate", |tx| {
