@@ -120,6 +120,8 @@ pub struct PgFs<S: BlockStore = PgBlockStore> {
     /// stays (with no links) until its last handle here is released.
     open: Mutex<HashMap<i64, u32>>,
     next_fh: AtomicU64,
+    /// When this mount opened the database: the control file's times.
+    opened_at: vfs_core::Timestamp,
     // Dropped last: every connection's driver runs on it.
     io: IoRuntime,
 }
@@ -178,6 +180,7 @@ impl<S: BlockStore> PgFs<S> {
             handles: DashMap::new(),
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            opened_at: vfs_core::Timestamp::now(),
             io,
         })
     }

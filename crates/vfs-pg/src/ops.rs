@@ -41,7 +41,9 @@ impl<S: BlockStore> PgFs<S> {
 
     fn ctl_attr(&self) -> Attr {
         Attr {
-            nlink: 1,
+            atime: self.opened_at,
+            mtime: self.opened_at,
+            ctime: self.opened_at,
             ..Attr::new(CTL_INO, FileType::Regular, 0o644)
         }
     }
@@ -882,6 +884,9 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
 
     async fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<Bytes> {
         check_xattr(name, None)?;
+        if self.is_ctl(ino) {
+            return Err(VfsError::NoAttr);
+        }
         let n = self.db_ino(ino)?;
         let key = name.as_bytes();
         in_snapshot!(self, "getxattr", |tx| {
@@ -896,6 +901,9 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
 
     async fn setxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr, value: &[u8], how: XattrSet) -> VfsResult<()> {
         check_xattr(name, Some(value))?;
+        if self.is_ctl(ino) {
+            return Err(VfsError::NotPermitted);
+        }
         let n = self.db_ino(ino)?;
         let key = name.as_bytes();
         let now = Timestamp::now();
@@ -922,6 +930,9 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
     }
 
     async fn listxattr(&self, ctx: &RequestCtx, ino: Ino) -> VfsResult<Vec<OsString>> {
+        if self.is_ctl(ino) {
+            return Ok(Vec::new());
+        }
         let n = self.db_ino(ino)?;
         in_snapshot!(self, "listxattr", |tx| {
             let node = tree::node(&tx, n).await?;
@@ -938,6 +949,9 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
 
     async fn removexattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<()> {
         check_xattr(name, None)?;
+        if self.is_ctl(ino) {
+            return Err(VfsError::NoAttr);
+        }
         let n = self.db_ino(ino)?;
         let key = name.as_bytes();
         let now = Timestamp::now();
