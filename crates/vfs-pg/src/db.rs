@@ -74,8 +74,9 @@ impl OpError {
         match self {
             OpError::Fs(e) => e,
             OpError::Db(e) => {
-                tracing::warn!(op, error = %e, "vfs-pg: database error, answering EIO");
-                VfsError::Io(format!("{op}: database: {e}"))
+                let text = crate::schema::db_text(&e);
+                tracing::warn!(op, error = %text, "vfs-pg: database error, answering EIO");
+                VfsError::Io(format!("{op}: database: {text}"))
             }
             OpError::Store(e) => {
                 tracing::warn!(op, error = %e, "vfs-pg: block store error, answering EIO");

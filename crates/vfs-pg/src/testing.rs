@@ -23,6 +23,9 @@ pub struct TestServer {
     port: u16,
     as_postgres: bool,
     running: bool,
+    /// Commits wait for their WAL (`synchronous_commit=on`), so a commit survives an
+    /// immediate stop; off for speed otherwise.
+    durable: bool,
     next_db: AtomicU64,
 }
 
@@ -71,8 +74,19 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl TestServer {
-    /// Makes a data directory and starts a server on it (fsync off: test data only).
+    /// Makes a data directory and starts a server on it, tuned for speed: no fsync, and
+    /// commits do not wait for their WAL (an immediate stop may lose the last ones).
     pub fn start() -> Result<TestServer, String> {
+        TestServer::start_with(false)
+    }
+
+    /// Like [`TestServer::start`], but every commit is in the WAL before it returns, so
+    /// it survives [`TestServer::stop`] (an immediate shutdown) and the restart after it.
+    pub fn start_durable() -> Result<TestServer, String> {
+        TestServer::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<TestServer, String> {
         let bin = bin_dir()?;
         let as_postgres = is_root();
         let dir = tempfile::Builder::new()
@@ -85,6 +99,7 @@ impl TestServer {
             port: free_port()?,
             as_postgres,
             running: false,
+            durable,
             next_db: AtomicU64::new(1),
         };
         if as_postgres {
@@ -151,10 +166,11 @@ impl TestServer {
         let data = self.path().join("data");
         let log = self.path().join("server.log");
         let opts = format!(
-            "-c listen_addresses='' -k {} -p {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+            "-c listen_addresses='' -k {} -p {} -c fsync=off -c synchronous_commit={} -c full_page_writes=off \
              -c max_connections=400 -c shared_buffers=128MB",
             self.path().display(),
-            self.port
+            self.port,
+            if self.durable { "on" } else { "off" }
         );
         self.run(
             "pg_ctl",
