@@ -47,3 +47,24 @@ pub fn wait_for_stop(mount: &vfs_fuse::Mount) -> &'static str {
         }
     })
 }
+
+/// Mounts `fs` on `mountpoint`, serves until Ctrl-C, SIGTERM or an outside unmount, then
+/// unmounts; `prog` and `what` name the program and the filesystem in its messages.
+pub fn serve_until_stopped<F: vfs_core::VirtualFs>(
+    prog: &str,
+    what: &str,
+    fs: std::sync::Arc<F>,
+    mountpoint: &std::path::Path,
+    opts: &vfs_fuse::MountOptions,
+) {
+    let mount = vfs_fuse::mount(fs, mountpoint, opts).unwrap_or_else(|e| fail(e));
+    eprintln!(
+        "{prog}: {what} mounted on {} (Ctrl-C to unmount)",
+        mount.mountpoint().display()
+    );
+    let why = wait_for_stop(&mount);
+    match mount.unmount() {
+        Ok(()) => eprintln!("{prog}: {why}, unmounted"),
+        Err(e) => fail(e),
+    }
+}

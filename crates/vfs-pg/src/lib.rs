@@ -1,0 +1,281 @@
+//! `vfs-pg`: a [`VirtualFs`](vfs_core::VirtualFs) stored in PostgreSQL, as seed 004's
+//! Pgfs: every inode, directory entry, symlink target and extended attribute is a row,
+//! file data is kept in fixed-size immutable blocks shared by reference, and every
+//! operation is one transaction.
+//!
+//! Invariant of the crate: the database is the only state that outlives an operation.
+//! Each operation that changes anything runs as one `SERIALIZABLE` transaction (retried a
+//! bounded number of times on serialization failures), so the tree seen by any number of
+//! mounts of one database is always the result of whole operations; an expected refusal
+//! is an errno and changes nothing, an unexpected failure is `EIO` and changes nothing.
+//! In memory a mount keeps only its open file handles (and which inodes they keep
+//! alive after their last name is gone).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vfs_pg::OpenError> {
+//! use vfs_pg::{PgFs, PgOptions};
+//! // The mount root lists modules; module 1 has an empty verset 1 in a fresh database.
+//! let fs = PgFs::open("host=/run/postgresql dbname=files", PgOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod blocks;
+mod data;
+mod db;
+pub mod fsck;
+mod ops;
+mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod tree;
+mod verset;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use deadpool_postgres::Pool;
+use vfs_core::{AccessMode, Ino, VfsError, VfsResult};
+
+pub use blocks::{BlockStore, PgBlockStore, StoreError};
+pub use schema::{OpenError, SCHEMA_VERSION};
+pub use verset::Command;
+
+use db::IoRuntime;
+
+/// The block size when none is given: 64 KiB. A FUSE read or write of 128 KiB is two
+/// whole blocks (no read-modify-write), a copy-on-write of one changed byte in a shared
+/// file copies at most 64 KiB, and a 1 GiB file is 16,384 block rows.
+pub const DEFAULT_BLOCK_SIZE: u32 = 64 * 1024;
+
+/// The synthetic control file in the mount root (`echo "cpverset 1" > MOUNT/ctl`).
+pub const CTL_INO: Ino = Ino(2);
+/// Its name.
+pub const CTL_NAME: &str = "ctl";
+
+/// What part of the database a [`PgFs`] serves as its root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Root {
+    /// The whole database: the root lists modules and holds the control file `ctl`.
+    #[default]
+    Modules,
+    /// One verset's tree as the root (inode numbers are the database's, except that the
+    /// verset's root is [`Ino::ROOT`]).
+    Verset {
+        /// Module number.
+        module: i64,
+        /// Verset number.
+        verset: i64,
+    },
+}
+
+/// How to open a database.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// Size of file blocks in bytes (1 KiB to 16 MiB), recorded when the database is
+    /// created; a database that exists keeps the block size it was made with.
+    pub block_size: u32,
+    /// Most connections this mount holds.
+    pub pool_size: usize,
+    /// How long an operation waits for a connection or for the server to answer a
+    /// connection attempt before it answers `EIO`.
+    pub connect_timeout: Duration,
+    /// What the root shows.
+    pub root: Root,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            block_size: DEFAULT_BLOCK_SIZE,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            root: Root::Modules,
+        }
+    }
+}
+
+/// An open file handle.
+#[derive(Clone, Copy, Debug)]
+struct OpenFile {
+    ino: i64,
+    mode: AccessMode,
+    append: bool,
+}
+
+/// A filesystem stored in a PostgreSQL database. See the crate documentation.
+pub struct PgFs<S: BlockStore = PgBlockStore> {
+    pool: Pool,
+    store: S,
+    block_size: u32,
+    source_id: String,
+    /// The database inode shown as [`Ino::ROOT`] (1 for [`Root::Modules`]).
+    root: i64,
+    modules: bool,
+    handles: DashMap<u64, OpenFile>,
+    /// Open handles per inode: an inode whose last name goes while it is open here
+    /// stays (with no links) until its last handle here is released.
+    open: Mutex<HashMap<i64, u32>>,
+    next_fh: AtomicU64,
+    /// When this mount opened the database: the control file's times.
+    opened_at: vfs_core::Timestamp,
+    // Dropped last: every connection's driver runs on it.
+    io: IoRuntime,
+}
+
+impl<S: BlockStore> std::fmt::Debug for PgFs<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgFs")
+            .field("source_id", &self.source_id)
+            .field("store", &self.store.name())
+            .field("block_size", &self.block_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgFs<PgBlockStore> {
+    /// Opens (creating the schema on first use) the database at `url`, a libpq
+    /// connection string (`postgresql://user@host:port/db` or `host=/run/postgresql
+    /// dbname=files`), with blocks stored in the database itself.
+    pub async fn open(url: &str, opts: PgOptions) -> Result<Self, OpenError> {
+        PgFs::open_with_store(url, opts, PgBlockStore).await
+    }
+}
+
+impl<S: BlockStore> PgFs<S> {
+    /// Opens the database at `url` with blocks kept by `store`.
+    pub async fn open_with_store(url: &str, opts: PgOptions, store: S) -> Result<Self, OpenError> {
+        if !(1024..=16 << 20).contains(&opts.block_size) {
+            return Err(OpenError::Config(format!(
+                "block size {} is outside 1 KiB to 16 MiB",
+                opts.block_size
+            )));
+        }
+        let mut cfg = db::parse_url(url).map_err(OpenError::Config)?;
+        cfg.connect_timeout(opts.connect_timeout);
+        cfg.application_name("vfs-pg");
+        let io = IoRuntime::new().map_err(|e| OpenError::Config(format!("cannot start the I/O runtime: {e}")))?;
+        let pool = db::pool(cfg, &io, opts.pool_size.max(1), opts.connect_timeout).map_err(OpenError::Config)?;
+        let facts = schema::prepare(&pool, opts.block_size).await?;
+        let (root, view) = match opts.root {
+            Root::Modules => (verset::MOUNT_ROOT, "modules".to_string()),
+            Root::Verset { module, verset } => {
+                let client = pool.get().await.map_err(|e| OpenError::Connect(e.to_string()))?;
+                let found = verset::verset_root(&client, module, verset).await?;
+                let (_, root) = found.ok_or(OpenError::NoVerset { module, verset })?;
+                (root, format!("{module}/{verset}"))
+            }
+        };
+        let source_id = format!("vfs-pg:{}:{}:{}", facts.fs_id, store.name(), view);
+        Ok(PgFs {
+            pool,
+            store,
+            block_size: facts.block_size,
+            source_id,
+            root,
+            modules: opts.root == Root::Modules,
+            handles: DashMap::new(),
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            opened_at: vfs_core::Timestamp::now(),
+            io,
+        })
+    }
+
+    /// The block size of this database.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Runs a control-file command (what writing it to `MOUNT/ctl` does). Returns the new
+    /// verset's number for `cpverset`.
+    pub async fn command(&self, cmd: Command) -> VfsResult<i64> {
+        let now = vfs_core::Timestamp::now();
+        match cmd {
+            Command::CpVerset { module, verset } => {
+                db::in_txn!(self, "cpverset", |tx| verset::cpverset(&tx, module, verset, now)
+                    .await?)
+            }
+        }
+    }
+
+    /// Checks the consistency of the whole database (see [`fsck`]).
+    pub async fn fsck(&self) -> VfsResult<fsck::Report> {
+        fsck::check(&self.pool, self.store.fsck_rules())
+            .await
+            .map_err(|e| e.into_vfs("fsck"))
+    }
+
+    /// The database inode for `ino` as the caller sees it.
+    fn db_ino(&self, ino: Ino) -> VfsResult<i64> {
+        if ino == Ino::ROOT {
+            return Ok(self.root);
+        }
+        let n = i64::try_from(ino.0).map_err(|_| VfsError::Stale)?;
+        if n == self.root {
+            // The served root has one number only: ROOT.
+            return Err(VfsError::Stale);
+        }
+        Ok(n)
+    }
+
+    /// The number the caller sees for database inode `n`.
+    fn vfs_ino(&self, n: i64) -> Ino {
+        if n == self.root { Ino::ROOT } else { Ino(n as u64) }
+    }
+
+    fn is_ctl(&self, ino: Ino) -> bool {
+        self.modules && ino == CTL_INO
+    }
+
+    fn handle(&self, ino: i64, fh: vfs_core::Fh) -> VfsResult<OpenFile> {
+        match self.handles.get(&fh.0) {
+            Some(of) if of.ino == ino => Ok(*of),
+            _ => Err(VfsError::BadHandle),
+        }
+    }
+
+    fn is_open(&self, ino: i64) -> bool {
+        self.open
+            .lock()
+            .map(|m| m.get(&ino).copied().unwrap_or(0) > 0)
+            .unwrap_or(true)
+    }
+
+    fn add_handle(&self, ino: i64, flags: vfs_core::OpenFlags) -> vfs_core::Fh {
+        if let Ok(mut m) = self.open.lock() {
+            *m.entry(ino).or_insert(0) += 1;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(
+            fh,
+            OpenFile {
+                ino,
+                mode: flags.access(),
+                append: flags.append(),
+            },
+        );
+        vfs_core::Fh(fh)
+    }
+
+    /// Drops one handle of `ino`; true if it was the last one here.
+    fn drop_handle(&self, ino: i64) -> bool {
+        match self.open.lock() {
+            Ok(mut m) => match m.get_mut(&ino) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    m.remove(&ino);
+                    true
+                }
+                None => true,
+            },
+            Err(_) => false,
+        }
+    }
+}
