@@ -21,16 +21,18 @@ pub mod memfs;
 pub mod meta;
 pub mod notify;
 pub mod pool;
+mod sharded;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod types;
 pub mod vfs;
+pub mod wrap;
 
 pub use error::{Errno, VfsError, VfsResult};
 pub use invalidate::{Invalidator, NoInvalidator};
 pub use types::*;
-pub use vfs::{InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr};
+pub use vfs::{InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr, xattr_namespace_check};
 
 /// The README's code blocks, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -20,7 +20,8 @@ use bytes::Bytes;
 use tempfile::TempDir;
 use vfs_core::localfs::LocalFs;
 use vfs_core::memfs::MemFs;
-use vfs_core::{Attr, DirEntry, Fh, Ino, Invalidator, Name, OpenFlags, RequestCtx, SetAttr, VfsResult, VirtualFs};
+use vfs_core::wrap::{Hooks, Wrapped};
+use vfs_core::{Attr, Fh, Ino, Invalidator, Name, RequestCtx, VfsResult, VirtualFs};
 use vfs_fuse::{Dispatch, Mount, MountError, MountOptions};
 
 /// Whether this machine can mount FUSE filesystems; prints why not when it cannot.
@@ -250,62 +251,15 @@ fn mount_errors_are_one_line_each() {
 // ---- forget reaches the backend ------------------------------------------------------
 
 /// MemFs that counts the kernel's forgets.
+#[derive(Default)]
 struct Counting {
-    inner: MemFs,
     forgotten: AtomicU64,
 }
 
-macro_rules! delegate_rest {
-    () => {
-        fn source_id(&self) -> &str {
-            self.inner.source_id()
-        }
-        async fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
-            self.inner.setattr(ctx, ino, set).await
-        }
-        async fn create(
-            &self,
-            ctx: &RequestCtx,
-            parent: Ino,
-            name: Name<'_>,
-            mode: u32,
-            umask: u32,
-            flags: OpenFlags,
-        ) -> VfsResult<(Attr, Fh)> {
-            self.inner.create(ctx, parent, name, mode, umask, flags).await
-        }
-        async fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
-            self.inner.unlink(ctx, parent, name).await
-        }
-        async fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
-            self.inner.open(ctx, ino, flags).await
-        }
-        async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
-            self.inner.write(ctx, ino, fh, offset, data).await
-        }
-        async fn release(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-            self.inner.release(ctx, ino, fh).await
-        }
-        async fn readdir(&self, ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
-            self.inner.readdir(ctx, ino, cookie, max).await
-        }
-    };
-}
-
-impl VirtualFs for Counting {
-    delegate_rest!();
-    async fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        self.inner.lookup(ctx, parent, name).await
-    }
-    async fn forget(&self, ino: Ino, nlookup: u64) {
+impl Hooks<MemFs> for Counting {
+    async fn forget(&self, inner: &MemFs, ino: Ino, nlookup: u64) {
         self.forgotten.fetch_add(nlookup, Ordering::Relaxed);
-        self.inner.forget(ino, nlookup).await
-    }
-    async fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
-        self.inner.getattr(ctx, ino, fh).await
-    }
-    async fn read(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
-        self.inner.read(ctx, ino, fh, offset, size).await
+        inner.forget(ino, nlookup).await
     }
 }
 
@@ -315,10 +269,7 @@ fn forget_reaches_the_backend() {
         return;
     }
     let fx = Fx::new();
-    let fs_ = Arc::new(Counting {
-        inner: MemFs::new(),
-        forgotten: AtomicU64::new(0),
-    });
+    let fs_ = Arc::new(Wrapped::new(MemFs::new(), Counting::default()));
     let m = mount_with(Arc::clone(&fs_), &fx, &MountOptions::default());
     for i in 0..50 {
         fs::write(fx.p(&format!("f{i}")), b"x").unwrap();
@@ -328,11 +279,11 @@ fn forget_reaches_the_backend() {
     }
     // An unlinked inode with no user left is evicted at once, and its FORGET follows.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fs_.forgotten.load(Ordering::Relaxed) < 50 && Instant::now() < deadline {
+    while fs_.hooks.forgotten.load(Ordering::Relaxed) < 50 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        fs_.forgotten.load(Ordering::Relaxed) >= 50,
+        fs_.hooks.forgotten.load(Ordering::Relaxed) >= 50,
         "forgets reached the backend"
     );
     drop(m);
@@ -424,7 +375,6 @@ fn file_grown_behind_the_kernels_back_reads_at_its_new_size_after_invalidation()
 /// MemFs that invalidates, from inside its own request handlers, the very entry and inode
 /// being asked about: the pattern that deadlocks when notices are sent synchronously.
 struct SelfInvalidating {
-    inner: MemFs,
     inval: OnceLock<Arc<dyn Invalidator>>,
 }
 
@@ -441,36 +391,40 @@ impl SelfInvalidating {
     }
 }
 
-impl VirtualFs for SelfInvalidating {
-    delegate_rest!();
-    async fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        let r = self.inner.lookup(ctx, parent, name).await;
+impl Hooks<MemFs> for SelfInvalidating {
+    async fn lookup(&self, inner: &MemFs, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
+        let r = inner.lookup(ctx, parent, name).await;
         self.poke(Some((parent, name.as_os_str())), r.as_ref().ok().map(|a| a.ino));
         r
     }
-    async fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
+    async fn getattr(&self, inner: &MemFs, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
         self.poke(None, Some(ino));
-        self.inner.getattr(ctx, ino, fh).await
+        inner.getattr(ctx, ino, fh).await
     }
-    async fn read(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
+    async fn read(
+        &self,
+        inner: &MemFs,
+        ctx: &RequestCtx,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+    ) -> VfsResult<Bytes> {
         self.poke(Some((Ino::ROOT, OsStr::new("hot"))), Some(ino));
-        self.inner.read(ctx, ino, fh, offset, size).await
+        inner.read(ctx, ino, fh, offset, size).await
     }
 }
 
 fn storm(dispatch: Dispatch) {
     let fx = Fx::new();
-    let fs_ = Arc::new(SelfInvalidating {
-        inner: MemFs::new(),
-        inval: OnceLock::new(),
-    });
+    let fs_ = Arc::new(Wrapped::new(MemFs::new(), SelfInvalidating { inval: OnceLock::new() }));
     let opts = MountOptions {
         dispatch,
         ..long_ttls()
     };
     let m = mount_with(Arc::clone(&fs_), &fx, &opts);
     fs::write(fx.p("hot"), vec![7u8; 64 * 1024]).unwrap();
-    assert!(fs_.inval.set(m.invalidator()).is_ok());
+    assert!(fs_.hooks.inval.set(m.invalidator()).is_ok());
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..4)

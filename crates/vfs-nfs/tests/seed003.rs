@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{SpyFs, lookup, read, setattr_size, write};
+use common::{lookup, read, setattr_size, spy, write};
 use nfs3_client::nfs3_types::nfs3::stable_how;
 use vfs_core::localfs::LocalFs;
 use vfs_nfs::NfsConfig;
@@ -27,7 +27,7 @@ fn local_server(content: &[u8]) -> (tempfile::TempDir, common::ServerGuard) {
 async fn seed003_pr178_read_then_write_lands_and_is_never_stale() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"hello world").unwrap();
-    let spy = Arc::new(SpyFs::new(LocalFs::new(dir.path()).unwrap()));
+    let spy = Arc::new(spy(LocalFs::new(dir.path()).unwrap()));
     let server = common::serve(Arc::clone(&spy), NfsConfig::default());
     let (mut c, root) = common::mount(server.addr).await;
     let (fh, _) = lookup(&mut c, &root, "f").await.unwrap();
@@ -37,7 +37,7 @@ async fn seed003_pr178_read_then_write_lands_and_is_never_stale() {
     assert_eq!(read(&mut c, &fh, 0, 64).await.unwrap(), b"HELLO world");
     assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"HELLO world");
     assert_eq!(
-        spy.take_log(),
+        spy.hooks.take_log(),
         [
             "open Read -> Ok(Fh(1))",
             "write 5 -> Err(EBADF)",

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{SpyFs, lookup, write};
+use common::{lookup, spy, write};
 use nfs3_client::nfs3_types::nfs3::{COMMIT3args, COMMIT3res, stable_how};
 use vfs_core::localfs::LocalFs;
 use vfs_nfs::NfsConfig;
@@ -17,16 +17,16 @@ use vfs_nfs::NfsConfig;
 async fn file_sync_is_answered_after_fsync_unstable_after_commit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"").unwrap();
-    let spy = Arc::new(SpyFs::new(LocalFs::new(dir.path()).unwrap()));
+    let spy = Arc::new(spy(LocalFs::new(dir.path()).unwrap()));
     let server = common::serve(Arc::clone(&spy), NfsConfig::default());
     let (mut c, root) = common::mount(server.addr).await;
     let (fh, _) = lookup(&mut c, &root, "f").await.unwrap();
-    spy.take_log();
+    spy.hooks.take_log();
 
     let r = write(&mut c, &fh, 0, b"one", stable_how::FILE_SYNC).await.unwrap();
     assert_eq!(r.committed, stable_how::FILE_SYNC);
     // By the time the reply arrived, the backend had written and then fsynced.
-    let log = spy.take_log();
+    let log = spy.hooks.take_log();
     let w = log.iter().position(|l| l.starts_with("write 3 -> Ok")).expect("write");
     let f = log
         .iter()
@@ -36,11 +36,15 @@ async fn file_sync_is_answered_after_fsync_unstable_after_commit() {
 
     let r = write(&mut c, &fh, 3, b"two", stable_how::DATA_SYNC).await.unwrap();
     assert_eq!(r.committed, stable_how::DATA_SYNC);
-    assert!(spy.take_log().contains(&"fsync datasync=true -> Ok(())".to_string()));
+    assert!(
+        spy.hooks
+            .take_log()
+            .contains(&"fsync datasync=true -> Ok(())".to_string())
+    );
 
     let unstable = write(&mut c, &fh, 6, b"three", stable_how::UNSTABLE).await.unwrap();
     assert_eq!(unstable.committed, stable_how::UNSTABLE);
-    let log = spy.take_log();
+    let log = spy.hooks.take_log();
     assert!(!log.iter().any(|l| l.starts_with("fsync")), "UNSTABLE fsynced: {log:?}");
 
     let commit = c
@@ -54,7 +58,11 @@ async fn file_sync_is_answered_after_fsync_unstable_after_commit() {
     let COMMIT3res::Ok(commit) = commit else {
         panic!("COMMIT failed: {commit:?}")
     };
-    assert!(spy.take_log().contains(&"fsync datasync=false -> Ok(())".to_string()));
+    assert!(
+        spy.hooks
+            .take_log()
+            .contains(&"fsync datasync=false -> Ok(())".to_string())
+    );
     assert_eq!(commit.verf, unstable.verf, "one instance, one verifier");
     assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"onetwothree");
     drop(c);

@@ -30,53 +30,30 @@
 //! ```
 //!
 //! A third-party backend uses it the same way. Here, a backend of your own that counts
-//! writes on top of `MemFs` (the delegation boilerplate is hidden):
+//! writes on top of `MemFs`, written as a [`Wrapped`](crate::wrap::Wrapped) `MemFs` whose
+//! hooks change only `write` (every other operation goes straight to `MemFs`):
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use vfs_core::memfs::MemFs;
 //! use vfs_core::testkit::Backend;
+//! use vfs_core::wrap::{Hooks, Wrapped};
 //! use vfs_core::*;
-//! # use std::ffi::{OsStr, OsString};
-//! # use bytes::Bytes;
 //!
-//! /// A backend that counts the bytes written through it.
-//! pub struct CountingFs { inner: MemFs, written: AtomicU64 }
+//! /// Counts the bytes written through it.
+//! #[derive(Default)]
+//! pub struct CountWrites(AtomicU64);
 //!
-//! impl VirtualFs for CountingFs {
-//!     async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, off: u64, data: &[u8]) -> VfsResult<u32> {
-//!         let n = self.inner.write(ctx, ino, fh, off, data).await?;
-//!         self.written.fetch_add(u64::from(n), Ordering::Relaxed);
+//! impl Hooks<MemFs> for CountWrites {
+//!     async fn write(&self, inner: &MemFs, ctx: &RequestCtx, ino: Ino, fh: Fh, off: u64, data: &[u8]) -> VfsResult<u32> {
+//!         let n = inner.write(ctx, ino, fh, off, data).await?;
+//!         self.0.fetch_add(u64::from(n), Ordering::Relaxed);
 //!         Ok(n)
 //!     }
-//! #   fn source_id(&self) -> &str { self.inner.source_id() }
-//! #   async fn lookup(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<Attr> { self.inner.lookup(c, p, n).await }
-//! #   async fn getattr(&self, c: &RequestCtx, i: Ino, f: Option<Fh>) -> VfsResult<Attr> { self.inner.getattr(c, i, f).await }
-//! #   async fn setattr(&self, c: &RequestCtx, i: Ino, s: SetAttr) -> VfsResult<Attr> { self.inner.setattr(c, i, s).await }
-//! #   async fn readlink(&self, c: &RequestCtx, i: Ino) -> VfsResult<OsString> { self.inner.readlink(c, i).await }
-//! #   async fn mknod(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32, r: u64) -> VfsResult<Attr> { self.inner.mknod(c, p, n, m, u, r).await }
-//! #   async fn mkdir(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32) -> VfsResult<Attr> { self.inner.mkdir(c, p, n, m, u).await }
-//! #   async fn unlink(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> { self.inner.unlink(c, p, n).await }
-//! #   async fn rmdir(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> { self.inner.rmdir(c, p, n).await }
-//! #   async fn symlink(&self, c: &RequestCtx, p: Ino, n: Name<'_>, t: &OsStr) -> VfsResult<Attr> { self.inner.symlink(c, p, n, t).await }
-//! #   async fn rename(&self, c: &RequestCtx, p: Ino, n: Name<'_>, np: Ino, nn: Name<'_>, f: RenameFlags) -> VfsResult<()> { self.inner.rename(c, p, n, np, nn, f).await }
-//! #   async fn link(&self, c: &RequestCtx, i: Ino, np: Ino, nn: Name<'_>) -> VfsResult<Attr> { self.inner.link(c, i, np, nn).await }
-//! #   async fn open(&self, c: &RequestCtx, i: Ino, f: OpenFlags) -> VfsResult<Fh> { self.inner.open(c, i, f).await }
-//! #   async fn create(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32, f: OpenFlags) -> VfsResult<(Attr, Fh)> { self.inner.create(c, p, n, m, u, f).await }
-//! #   async fn read(&self, c: &RequestCtx, i: Ino, f: Fh, o: u64, s: u32) -> VfsResult<Bytes> { self.inner.read(c, i, f, o, s).await }
-//! #   async fn fsync(&self, c: &RequestCtx, i: Ino, f: Fh, d: bool) -> VfsResult<()> { self.inner.fsync(c, i, f, d).await }
-//! #   async fn release(&self, c: &RequestCtx, i: Ino, f: Fh) -> VfsResult<()> { self.inner.release(c, i, f).await }
-//! #   async fn readdir(&self, c: &RequestCtx, i: Ino, k: u64, m: usize) -> VfsResult<Vec<DirEntry>> { self.inner.readdir(c, i, k, m).await }
-//! #   async fn statfs(&self, c: &RequestCtx, i: Ino) -> VfsResult<StatFs> { self.inner.statfs(c, i).await }
-//! #   async fn getxattr(&self, c: &RequestCtx, i: Ino, n: &OsStr) -> VfsResult<Bytes> { self.inner.getxattr(c, i, n).await }
-//! #   async fn setxattr(&self, c: &RequestCtx, i: Ino, n: &OsStr, v: &[u8], h: XattrSet) -> VfsResult<()> { self.inner.setxattr(c, i, n, v, h).await }
-//! #   async fn listxattr(&self, c: &RequestCtx, i: Ino) -> VfsResult<Vec<OsString>> { self.inner.listxattr(c, i).await }
-//! #   async fn removexattr(&self, c: &RequestCtx, i: Ino, n: &OsStr) -> VfsResult<()> { self.inner.removexattr(c, i, n).await }
-//!     // ... every other operation delegates to `inner`
 //! }
 //!
 //! vfs_core::vfs_conformance!(counting_fs, || {
-//!     Backend::new(CountingFs { inner: MemFs::new(), written: AtomicU64::new(0) })
+//!     Backend::new(Wrapped::new(MemFs::new(), CountWrites::default()))
 //! });
 //! # fn main() {}
 //! ```

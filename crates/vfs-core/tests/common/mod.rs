@@ -3,15 +3,11 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
 
-use bytes::Bytes;
 use vfs_core::memfs::MemFs;
 use vfs_core::testkit::Backend;
-use vfs_core::{
-    Attr, DirEntry, Fh, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs, Timestamp, VfsResult,
-    VirtualFs, XattrSet,
-};
+use vfs_core::wrap::{Hooks, Wrapped};
+use vfs_core::{Attr, DirEntry, Fh, Ino, Name, RenameFlags, RequestCtx, SetAttr, Timestamp, VfsResult, VirtualFs};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Bug {
@@ -29,8 +25,9 @@ pub enum Bug {
     NonAtomicRename,
 }
 
+/// The planted bug and the state it needs; every operation it does not change goes
+/// straight to the inner `MemFs` (`vfs_core::wrap`).
 pub struct Mutant {
-    inner: MemFs,
     bug: Bug,
     /// NoCtimeOnRename: the ctime each renamed inode had before its rename.
     frozen_ctime: Mutex<HashMap<Ino, Timestamp>>,
@@ -38,13 +35,15 @@ pub struct Mutant {
     read: Mutex<HashSet<Ino>>,
 }
 
-pub fn backend(bug: Bug) -> Backend<Mutant> {
-    Backend::new(Mutant {
-        inner: MemFs::new(),
-        bug,
-        frozen_ctime: Mutex::default(),
-        read: Mutex::default(),
-    })
+pub fn backend(bug: Bug) -> Backend<Wrapped<MemFs, Mutant>> {
+    Backend::new(Wrapped::new(
+        MemFs::new(),
+        Mutant {
+            bug,
+            frozen_ctime: Mutex::default(),
+            read: Mutex::default(),
+        },
+    ))
 }
 
 impl Mutant {
@@ -56,40 +55,20 @@ impl Mutant {
     }
 }
 
-impl VirtualFs for Mutant {
-    fn source_id(&self) -> &str {
-        self.inner.source_id()
+impl Hooks<MemFs> for Mutant {
+    async fn lookup(&self, inner: &MemFs, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
+        inner.lookup(ctx, parent, name).await.map(|a| self.patch(a))
     }
-    async fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        self.inner.lookup(ctx, parent, name).await.map(|a| self.patch(a))
+    async fn getattr(&self, inner: &MemFs, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
+        inner.getattr(ctx, ino, fh).await.map(|a| self.patch(a))
     }
-    async fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> VfsResult<Attr> {
-        self.inner.getattr(ctx, ino, fh).await.map(|a| self.patch(a))
-    }
-    async fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
+    async fn setattr(&self, inner: &MemFs, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         self.frozen_ctime.lock().remove(&ino);
-        self.inner.setattr(ctx, ino, set).await
-    }
-    async fn readlink(&self, ctx: &RequestCtx, ino: Ino) -> VfsResult<OsString> {
-        self.inner.readlink(ctx, ino).await
-    }
-    async fn mknod(&self, ctx: &RequestCtx, p: Ino, n: Name<'_>, mode: u32, umask: u32, rdev: u64) -> VfsResult<Attr> {
-        self.inner.mknod(ctx, p, n, mode, umask, rdev).await
-    }
-    async fn mkdir(&self, ctx: &RequestCtx, p: Ino, n: Name<'_>, mode: u32, umask: u32) -> VfsResult<Attr> {
-        self.inner.mkdir(ctx, p, n, mode, umask).await
-    }
-    async fn unlink(&self, ctx: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> {
-        self.inner.unlink(ctx, p, n).await
-    }
-    async fn rmdir(&self, ctx: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> {
-        self.inner.rmdir(ctx, p, n).await
-    }
-    async fn symlink(&self, ctx: &RequestCtx, p: Ino, n: Name<'_>, target: &OsStr) -> VfsResult<Attr> {
-        self.inner.symlink(ctx, p, n, target).await
+        inner.setattr(ctx, ino, set).await
     }
     async fn rename(
         &self,
+        inner: &MemFs,
         ctx: &RequestCtx,
         p: Ino,
         n: Name<'_>,
@@ -99,72 +78,75 @@ impl VirtualFs for Mutant {
     ) -> VfsResult<()> {
         match self.bug {
             Bug::NoCtimeOnRename => {
-                let moved = self.inner.lookup(ctx, p, n).await?;
+                let moved = inner.lookup(ctx, p, n).await?;
                 let before = self.patch(moved).ctime;
-                self.inner.rename(ctx, p, n, np, nn, flags).await?;
+                inner.rename(ctx, p, n, np, nn, flags).await?;
                 self.frozen_ctime.lock().insert(moved.ino, before);
                 Ok(())
             }
             Bug::NonAtomicRename if flags == RenameFlags::NONE => {
-                if let Ok(target) = self.inner.lookup(ctx, np, nn).await
+                if let Ok(target) = inner.lookup(ctx, np, nn).await
                     && target.kind != vfs_core::FileType::Directory
                 {
-                    self.inner.unlink(ctx, np, nn).await?;
+                    inner.unlink(ctx, np, nn).await?;
                     std::thread::yield_now();
                 }
-                self.inner.rename(ctx, p, n, np, nn, flags).await
+                inner.rename(ctx, p, n, np, nn, flags).await
             }
-            _ => self.inner.rename(ctx, p, n, np, nn, flags).await,
+            _ => inner.rename(ctx, p, n, np, nn, flags).await,
         }
     }
-    async fn link(&self, ctx: &RequestCtx, ino: Ino, np: Ino, nn: Name<'_>) -> VfsResult<Attr> {
+    async fn link(&self, inner: &MemFs, ctx: &RequestCtx, ino: Ino, np: Ino, nn: Name<'_>) -> VfsResult<Attr> {
         self.frozen_ctime.lock().remove(&ino);
-        self.inner.link(ctx, ino, np, nn).await
+        inner.link(ctx, ino, np, nn).await
     }
-    async fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
-        self.inner.open(ctx, ino, flags).await
-    }
-    async fn create(
+    async fn read(
         &self,
+        inner: &MemFs,
         ctx: &RequestCtx,
-        p: Ino,
-        n: Name<'_>,
-        mode: u32,
-        umask: u32,
-        flags: OpenFlags,
-    ) -> VfsResult<(Attr, Fh)> {
-        self.inner.create(ctx, p, n, mode, umask, flags).await
-    }
-    async fn read(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        size: u32,
+    ) -> VfsResult<bytes::Bytes> {
         self.read.lock().insert(ino);
-        self.inner.read(ctx, ino, fh, offset, size).await
+        inner.read(ctx, ino, fh, offset, size).await
     }
-    async fn write(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
+    async fn write(
+        &self,
+        inner: &MemFs,
+        ctx: &RequestCtx,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        data: &[u8],
+    ) -> VfsResult<u32> {
         match self.bug {
             Bug::SizeBeforeData if !data.is_empty() => {
-                let size = self.inner.getattr(ctx, ino, None).await?.size;
+                let size = inner.getattr(ctx, ino, None).await?.size;
                 let end = offset + data.len() as u64;
                 if end > size {
-                    self.inner.setattr(ctx, ino, SetAttr::size(end)).await?;
+                    inner.setattr(ctx, ino, SetAttr::size(end)).await?;
                 }
                 std::thread::yield_now();
-                self.inner.write(ctx, ino, fh, offset, data).await
+                inner.write(ctx, ino, fh, offset, data).await
             }
             Bug::LosesWriteAfterRead if self.read.lock().contains(&ino) => Ok(data.len() as u32),
-            _ => self.inner.write(ctx, ino, fh, offset, data).await,
+            _ => inner.write(ctx, ino, fh, offset, data).await,
         }
     }
-    async fn fsync(&self, ctx: &RequestCtx, ino: Ino, fh: Fh, datasync: bool) -> VfsResult<()> {
-        self.inner.fsync(ctx, ino, fh, datasync).await
-    }
-    async fn release(&self, ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-        self.inner.release(ctx, ino, fh).await
-    }
-    async fn readdir(&self, ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+    async fn readdir(
+        &self,
+        inner: &MemFs,
+        ctx: &RequestCtx,
+        ino: Ino,
+        cookie: u64,
+        max: usize,
+    ) -> VfsResult<Vec<DirEntry>> {
         if self.bug != Bug::PositionalCookies {
-            return self.inner.readdir(ctx, ino, cookie, max).await;
+            return inner.readdir(ctx, ino, cookie, max).await;
         }
-        let all = self.inner.readdir(ctx, ino, 0, usize::MAX).await?;
+        let all = inner.readdir(ctx, ino, 0, usize::MAX).await?;
         Ok(all
             .into_iter()
             .enumerate()
@@ -175,20 +157,5 @@ impl VirtualFs for Mutant {
                 ..e
             })
             .collect())
-    }
-    async fn statfs(&self, ctx: &RequestCtx, ino: Ino) -> VfsResult<StatFs> {
-        self.inner.statfs(ctx, ino).await
-    }
-    async fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<Bytes> {
-        self.inner.getxattr(ctx, ino, name).await
-    }
-    async fn setxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr, value: &[u8], how: XattrSet) -> VfsResult<()> {
-        self.inner.setxattr(ctx, ino, name, value, how).await
-    }
-    async fn listxattr(&self, ctx: &RequestCtx, ino: Ino) -> VfsResult<Vec<OsString>> {
-        self.inner.listxattr(ctx, ino).await
-    }
-    async fn removexattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> VfsResult<()> {
-        self.inner.removexattr(ctx, ino, name).await
     }
 }

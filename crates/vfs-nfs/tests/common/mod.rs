@@ -18,6 +18,7 @@ use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::tokio::{TokioConnector, TokioIo};
 use tokio::net::TcpStream;
+use vfs_core::wrap::{Hooks, Wrapped};
 use vfs_core::{
     Attr, DirEntry, DirEntryPlus, Errno, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, SetTime,
     StatFs, Timestamp, VfsError, VfsResult, VirtualFs,
@@ -628,20 +629,22 @@ pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
 
-/// A backend that delegates to `inner` and records, in order, the data operations the
-/// server made (`write`, `fsync`, `open`, `release`).
-pub struct SpyFs<F> {
-    pub inner: F,
-    pub log: Mutex<Vec<String>>,
+/// A backend that delegates to its inner one and records, in order, the data operations
+/// the server made (`write`, `fsync`, `open`, `release`).
+pub type SpyFs<F> = Wrapped<F, Spy>;
+
+/// `inner` behind a [`Spy`].
+pub fn spy<F>(inner: F) -> SpyFs<F> {
+    Wrapped::new(inner, Spy::default())
 }
 
-impl<F> SpyFs<F> {
-    pub fn new(inner: F) -> SpyFs<F> {
-        SpyFs {
-            inner,
-            log: Mutex::new(Vec::new()),
-        }
-    }
+/// The spy's log.
+#[derive(Default)]
+pub struct Spy {
+    log: Mutex<Vec<String>>,
+}
+
+impl Spy {
     fn note(&self, s: String) {
         self.log.lock().unwrap().push(s);
     }
@@ -650,56 +653,9 @@ impl<F> SpyFs<F> {
     }
 }
 
-impl<F: VirtualFs> VirtualFs for SpyFs<F> {
-    fn source_id(&self) -> &str {
-        self.inner.source_id()
-    }
-    fn inode_stability(&self) -> vfs_core::InodeStability {
-        self.inner.inode_stability()
-    }
-    async fn lookup(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<Attr> {
-        self.inner.lookup(c, p, n).await
-    }
-    async fn getattr(&self, c: &RequestCtx, i: Ino, f: Option<Fh>) -> VfsResult<Attr> {
-        self.inner.getattr(c, i, f).await
-    }
-    async fn setattr(&self, c: &RequestCtx, i: Ino, s: SetAttr) -> VfsResult<Attr> {
-        self.inner.setattr(c, i, s).await
-    }
-    async fn readlink(&self, c: &RequestCtx, i: Ino) -> VfsResult<OsString> {
-        self.inner.readlink(c, i).await
-    }
-    async fn mknod(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32, r: u64) -> VfsResult<Attr> {
-        self.inner.mknod(c, p, n, m, u, r).await
-    }
-    async fn mkdir(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32) -> VfsResult<Attr> {
-        self.inner.mkdir(c, p, n, m, u).await
-    }
-    async fn unlink(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> {
-        self.inner.unlink(c, p, n).await
-    }
-    async fn rmdir(&self, c: &RequestCtx, p: Ino, n: Name<'_>) -> VfsResult<()> {
-        self.inner.rmdir(c, p, n).await
-    }
-    async fn symlink(&self, c: &RequestCtx, p: Ino, n: Name<'_>, t: &OsStr) -> VfsResult<Attr> {
-        self.inner.symlink(c, p, n, t).await
-    }
-    async fn rename(
-        &self,
-        c: &RequestCtx,
-        p: Ino,
-        n: Name<'_>,
-        np: Ino,
-        nn: Name<'_>,
-        f: RenameFlags,
-    ) -> VfsResult<()> {
-        self.inner.rename(c, p, n, np, nn, f).await
-    }
-    async fn link(&self, c: &RequestCtx, i: Ino, np: Ino, nn: Name<'_>) -> VfsResult<Attr> {
-        self.inner.link(c, i, np, nn).await
-    }
-    async fn open(&self, c: &RequestCtx, i: Ino, f: OpenFlags) -> VfsResult<Fh> {
-        let r = self.inner.open(c, i, f).await;
+impl<F: VirtualFs> Hooks<F> for Spy {
+    async fn open(&self, inner: &F, c: &RequestCtx, i: Ino, f: OpenFlags) -> VfsResult<Fh> {
+        let r = inner.open(c, i, f).await;
         self.note(format!(
             "open {:?} -> {:?}",
             f.access(),
@@ -707,37 +663,19 @@ impl<F: VirtualFs> VirtualFs for SpyFs<F> {
         ));
         r
     }
-    async fn create(&self, c: &RequestCtx, p: Ino, n: Name<'_>, m: u32, u: u32, f: OpenFlags) -> VfsResult<(Attr, Fh)> {
-        self.inner.create(c, p, n, m, u, f).await
-    }
-    async fn read(&self, c: &RequestCtx, i: Ino, f: Fh, o: u64, s: u32) -> VfsResult<Bytes> {
-        self.inner.read(c, i, f, o, s).await
-    }
-    async fn write(&self, c: &RequestCtx, i: Ino, f: Fh, o: u64, d: &[u8]) -> VfsResult<u32> {
-        let r = self.inner.write(c, i, f, o, d).await;
+    async fn write(&self, inner: &F, c: &RequestCtx, i: Ino, f: Fh, o: u64, d: &[u8]) -> VfsResult<u32> {
+        let r = inner.write(c, i, f, o, d).await;
         self.note(format!("write {} -> {:?}", d.len(), r.as_ref().map_err(|e| e.errno())));
         r
     }
-    async fn fsync(&self, c: &RequestCtx, i: Ino, f: Fh, d: bool) -> VfsResult<()> {
-        let r = self.inner.fsync(c, i, f, d).await;
+    async fn fsync(&self, inner: &F, c: &RequestCtx, i: Ino, f: Fh, d: bool) -> VfsResult<()> {
+        let r = inner.fsync(c, i, f, d).await;
         self.note(format!("fsync datasync={d} -> {:?}", r.as_ref().map_err(|e| e.errno())));
         r
     }
-    async fn release(&self, c: &RequestCtx, i: Ino, f: Fh) -> VfsResult<()> {
+    async fn release(&self, inner: &F, c: &RequestCtx, i: Ino, f: Fh) -> VfsResult<()> {
         self.note("release".to_string());
-        self.inner.release(c, i, f).await
-    }
-    async fn readdir(&self, c: &RequestCtx, i: Ino, k: u64, m: usize) -> VfsResult<Vec<DirEntry>> {
-        self.inner.readdir(c, i, k, m).await
-    }
-    async fn readdirplus(&self, c: &RequestCtx, i: Ino, k: u64, m: usize) -> VfsResult<Vec<DirEntryPlus>> {
-        self.inner.readdirplus(c, i, k, m).await
-    }
-    async fn statfs(&self, c: &RequestCtx, i: Ino) -> VfsResult<StatFs> {
-        self.inner.statfs(c, i).await
-    }
-    async fn access(&self, c: &RequestCtx, i: Ino, m: u32) -> VfsResult<()> {
-        self.inner.access(c, i, m).await
+        inner.release(c, i, f).await
     }
 }
 
