@@ -10,8 +10,8 @@
 //! client too), and each used to write the same "`Some(h) if h.ino == ino` else
 //! `BadHandle`" match over its own map and lock. Here it is written once.
 //!
-//! The table is a fixed array of shards (handle numbers are sequential, so `fh % SHARDS`
-//! spreads them evenly), each a facade [`OrderedRwLock`] at the [`Map`] level over a hash
+//! The table is a fixed array of shards (sequential handle numbers are spread over them by
+//! Fibonacci hashing), each a facade [`OrderedRwLock`] at the [`Map`] level over a hash
 //! map. Like [`crate::meta::MetaTable`] it is deliberately not a `DashMap`, whose locks
 //! loom cannot see: `tests/loom_fh_table.rs` model-checks the code that runs in
 //! production.
@@ -30,14 +30,11 @@
 //! assert!(matches!(table.remove(&mut tok, Ino(7), fh), Err(VfsError::BadHandle))); // released
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasherDefault;
-
-use rustc_hash::FxHasher;
 
 use crate::error::{VfsError, VfsResult};
 use crate::lock_order::{LockAfter, Locked, Map, OrderedRwLock};
+use crate::sharded::{Shard, Shards};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::types::{Fh, Ino};
 
@@ -52,21 +49,19 @@ struct Entry<T> {
     value: T,
 }
 
-type Shard<T> = HashMap<u64, Entry<T>, BuildHasherDefault<FxHasher>>;
-
 /// Open handles: [`Fh`] → (inode, the backend's per-handle state `T`).
 ///
 /// `T` is what a backend keeps per open file (its access mode, a descriptor, a read-ahead
 /// position); it is cloned out by [`FhTable::get`], so keep it small or in an `Arc`.
 pub struct FhTable<T> {
-    shards: Box<[OrderedRwLock<Shard<T>, Map>]>,
+    shards: Shards<Entry<T>>,
     next: AtomicU64,
 }
 
 impl<T> fmt::Debug for FhTable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FhTable")
-            .field("shards", &self.shards.len())
+            .field("shards", &self.shards.count())
             .finish_non_exhaustive()
     }
 }
@@ -80,16 +75,14 @@ impl<T> Default for FhTable<T> {
 impl<T> FhTable<T> {
     /// An empty table; the first handle it issues is `Fh(1)`.
     pub fn new() -> Self {
-        let shards = (0..SHARDS).map(|_| OrderedRwLock::new(Shard::default())).collect();
         FhTable {
-            shards,
+            shards: Shards::new(SHARDS),
             next: AtomicU64::new(1),
         }
     }
 
-    fn shard(&self, fh: u64) -> &OrderedRwLock<Shard<T>, Map> {
-        // `fh % SHARDS < SHARDS`, so the index is always in bounds.
-        &self.shards[(fh % SHARDS as u64) as usize]
+    fn shard(&self, fh: u64) -> &OrderedRwLock<Shard<Entry<T>>, Map> {
+        self.shards.of(fh)
     }
 
     /// Records a new open handle of `ino` and returns its fresh number.
@@ -168,7 +161,7 @@ impl<T> FhTable<T> {
     where
         Map: LockAfter<P>,
     {
-        self.shards.iter().map(|s| s.read(tok).len()).sum()
+        self.shards.len(tok)
     }
 
     /// Whether no handle is open (a snapshot).

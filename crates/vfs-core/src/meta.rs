@@ -26,13 +26,10 @@
 //! table.remove(g.token(), Ino(2)); // the table (Map) after a file (File): rejected
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasherDefault;
-
-use rustc_hash::FxHasher;
 
 use crate::lock_order::{File, LockAfter, Locked, Map, OrderedRwLock, ReadGuard, WriteGuard};
+use crate::sharded::{Shard, Shards};
 use crate::sync::Arc;
 use crate::types::Ino;
 
@@ -40,8 +37,6 @@ use crate::types::Ino;
 const SHARDS: usize = 64;
 #[cfg(loom)]
 const SHARDS: usize = 2;
-
-type Shard<T> = HashMap<Ino, Arc<FileCell<T>>, BuildHasherDefault<FxHasher>>;
 
 /// One inode's metadata and its innermost lock.
 pub struct FileCell<T> {
@@ -153,13 +148,13 @@ impl<T> FileSet<'_, T> {
 
 /// Inode → per-file metadata, sharded; each file behind its own innermost lock.
 pub struct MetaTable<T> {
-    shards: Box<[OrderedRwLock<Shard<T>, Map>]>,
+    shards: Shards<Arc<FileCell<T>>>,
 }
 
 impl<T> fmt::Debug for MetaTable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetaTable")
-            .field("shards", &self.shards.len())
+            .field("shards", &self.shards.count())
             .finish_non_exhaustive()
     }
 }
@@ -173,15 +168,13 @@ impl<T> Default for MetaTable<T> {
 impl<T> MetaTable<T> {
     /// An empty table.
     pub fn new() -> Self {
-        let shards = (0..SHARDS).map(|_| OrderedRwLock::new(Shard::default())).collect();
-        MetaTable { shards }
+        MetaTable {
+            shards: Shards::new(SHARDS),
+        }
     }
 
-    fn shard(&self, ino: Ino) -> &OrderedRwLock<Shard<T>, Map> {
-        // Fibonacci hashing spreads sequential inode numbers over the shards.
-        let h = ino.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
-        // `h < SHARDS` by construction: it keeps only log2(SHARDS) bits.
-        &self.shards[(h as usize) % SHARDS]
+    fn shard(&self, ino: Ino) -> &OrderedRwLock<Shard<Arc<FileCell<T>>>, Map> {
+        self.shards.of(ino.0)
     }
 
     /// Inserts `value` for `ino` unless the inode is present; returns the new cell, or the
@@ -191,11 +184,11 @@ impl<T> MetaTable<T> {
         Map: LockAfter<P>,
     {
         let mut shard = self.shard(ino).write(tok);
-        if shard.contains_key(&ino) {
+        if shard.contains_key(&ino.0) {
             return Err(value);
         }
         let cell = Arc::new(FileCell::new(ino, value));
-        shard.insert(ino, Arc::clone(&cell));
+        shard.insert(ino.0, Arc::clone(&cell));
         Ok(cell)
     }
 
@@ -204,7 +197,7 @@ impl<T> MetaTable<T> {
     where
         Map: LockAfter<P>,
     {
-        self.shard(ino).read(tok).get(&ino).cloned()
+        self.shard(ino).read(tok).get(&ino.0).cloned()
     }
 
     /// Runs `f` on `ino`'s metadata under its shared lock (the shard stays read-locked,
@@ -215,7 +208,7 @@ impl<T> MetaTable<T> {
     {
         let mut shard = self.shard(ino).read(tok);
         let (map, tok) = shard.split();
-        let cell = map.get(&ino)?;
+        let cell = map.get(&ino.0)?;
         let g = cell.lock.read(tok);
         Some(f(&g))
     }
@@ -227,7 +220,7 @@ impl<T> MetaTable<T> {
     {
         let mut shard = self.shard(ino).read(tok);
         let (map, tok) = shard.split();
-        let cell = map.get(&ino)?;
+        let cell = map.get(&ino.0)?;
         let mut g = cell.lock.write(tok);
         Some(f(&mut g))
     }
@@ -241,11 +234,11 @@ impl<T> MetaTable<T> {
         let mut shard = self.shard(ino).write(tok);
         let (map, tok) = shard.split();
         let keep = {
-            let cell = map.get(&ino)?;
+            let cell = map.get(&ino.0)?;
             let g = cell.lock.read(tok);
             !pred(&g)
         };
-        if keep { None } else { map.remove(&ino) }
+        if keep { None } else { map.remove(&ino.0) }
     }
 
     /// Removes `ino` unconditionally.
@@ -253,7 +246,7 @@ impl<T> MetaTable<T> {
     where
         Map: LockAfter<P>,
     {
-        self.shard(ino).write(tok).remove(&ino)
+        self.shard(ino).write(tok).remove(&ino.0)
     }
 
     /// Whether `ino` is present.
@@ -261,7 +254,7 @@ impl<T> MetaTable<T> {
     where
         Map: LockAfter<P>,
     {
-        self.shard(ino).read(tok).contains_key(&ino)
+        self.shard(ino).read(tok).contains_key(&ino.0)
     }
 
     /// Number of inodes (a snapshot: shards are counted one after another).
@@ -269,7 +262,7 @@ impl<T> MetaTable<T> {
     where
         Map: LockAfter<P>,
     {
-        self.shards.iter().map(|s| s.read(tok).len()).sum()
+        self.shards.len(tok)
     }
 
     /// Whether the table is empty (a snapshot).
@@ -319,15 +312,5 @@ mod tests {
         assert!(set.pair_mut(Ino(3), Ino(3)).is_none());
         drop(set);
         assert_eq!(*a.read(&mut tok), 30);
-    }
-
-    #[test]
-    fn spreads_sequential_inodes_over_shards() {
-        let t: MetaTable<()> = MetaTable::new();
-        let mut used = std::collections::HashSet::new();
-        for i in 1..=256u64 {
-            used.insert(std::ptr::from_ref(t.shard(Ino(i))) as usize);
-        }
-        assert_eq!(used.len(), SHARDS);
     }
 }
