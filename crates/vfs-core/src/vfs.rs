@@ -430,6 +430,35 @@ pub fn check_xattr(name: &OsStr, value: Option<&[u8]>) -> VfsResult<()> {
     Ok(())
 }
 
+/// Linux's rules for extended attribute namespaces, for a backend that keeps xattrs itself:
+/// `user.` only on regular files and directories, `trusted.` only for uid 0, `security.`
+/// for anyone; `system.` (ACLs) and unknown namespaces are `ENOTSUP`. A refusal is
+/// `EPERM` for a `write` and `ENODATA` for a read (Linux hides what it would refuse).
+pub fn xattr_namespace_check(kind: FileType, name: &OsStr, ctx: &RequestCtx, write: bool) -> VfsResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    let denied = if write {
+        VfsError::NotPermitted
+    } else {
+        VfsError::NoAttr
+    };
+    if b.starts_with(b"user.") {
+        if !matches!(kind, FileType::Regular | FileType::Directory) {
+            return Err(denied);
+        }
+        Ok(())
+    } else if b.starts_with(b"trusted.") {
+        if ctx.uid != 0 {
+            return Err(denied);
+        }
+        Ok(())
+    } else if b.starts_with(b"security.") {
+        Ok(())
+    } else {
+        Err(VfsError::Unsupported)
+    }
+}
+
 /// What `mknod(mode, umask, rdev)` creates, by the rules every backend shares.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MknodSpec {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use deadpool_postgres::Transaction;
 use vfs_core::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
-    Timestamp, VfsError, VfsResult, VirtualFs, XattrSet, check_symlink_target, check_xattr,
+    Timestamp, VfsError, VfsResult, VirtualFs, XattrSet, check_symlink_target, check_xattr, xattr_namespace_check,
 };
 
 use crate::blocks::BlockStore;
@@ -390,32 +390,6 @@ impl<S: BlockStore> PgFs<S> {
         let n = self.command(cmd).await?;
         tracing::info!(?cmd, new_verset = n, "vfs-pg: control command done");
         u32::try_from(data.len()).map_err(|_| VfsError::Invalid("command too long"))
-    }
-}
-
-/// Linux's rules for the `user.` and `trusted.` namespaces; `system.` (ACLs) and unknown
-/// namespaces are not supported.
-fn xattr_namespace_check(kind: FileType, name: &OsStr, ctx: &RequestCtx, write: bool) -> VfsResult<()> {
-    let b = name.as_bytes();
-    let denied = if write {
-        VfsError::NotPermitted
-    } else {
-        VfsError::NoAttr
-    };
-    if b.starts_with(b"user.") {
-        if !matches!(kind, FileType::Regular | FileType::Directory) {
-            return Err(denied);
-        }
-        Ok(())
-    } else if b.starts_with(b"trusted.") {
-        if ctx.uid != 0 {
-            return Err(denied);
-        }
-        Ok(())
-    } else if b.starts_with(b"security.") {
-        Ok(())
-    } else {
-        Err(VfsError::Unsupported)
     }
 }
 

@@ -31,7 +31,7 @@ use crate::types::{
     AccessMode, Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
     Timestamp, XattrSet, check_symlink_target,
 };
-use crate::vfs::{InodeStability, MknodSpec, VirtualFs, check_xattr};
+use crate::vfs::{InodeStability, MknodSpec, VirtualFs, check_xattr, xattr_namespace_check};
 use node::{Content, DirData, FileData, MAX_FILE_SIZE, Node, Slot};
 
 /// Most hard links one inode may have.
@@ -618,33 +618,6 @@ fn new_attr(ino: Ino, kind: FileType, perm: u16, uid: u32, gid: u32, rdev: u64, 
         atime: now,
         mtime: now,
         ctime: now,
-    }
-}
-
-/// Linux's rules for the `user.` and `trusted.` namespaces; `system.` (ACLs) and unknown
-/// namespaces are not supported.
-fn xattr_namespace_check(kind: FileType, name: &OsStr, ctx: &RequestCtx, write: bool) -> VfsResult<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let b = name.as_bytes();
-    let denied = if write {
-        VfsError::NotPermitted
-    } else {
-        VfsError::NoAttr
-    };
-    if b.starts_with(b"user.") {
-        if !matches!(kind, FileType::Regular | FileType::Directory) {
-            return Err(denied);
-        }
-        Ok(())
-    } else if b.starts_with(b"trusted.") {
-        if ctx.uid != 0 {
-            return Err(denied);
-        }
-        Ok(())
-    } else if b.starts_with(b"security.") {
-        Ok(())
-    } else {
-        Err(VfsError::Unsupported)
     }
 }
 
