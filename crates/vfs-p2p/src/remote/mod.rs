@@ -38,16 +38,17 @@ mod reconnect;
 mod session;
 mod vfs;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 use vfs_core::barrier::OpBarrier;
+use vfs_core::fh_table::FhTable;
+use vfs_core::lock_order::{Locked, Unlocked};
 use vfs_core::{Attr, Fh, Ino, Invalidator, Name, NoInvalidator, OpenFlags, VfsError, VfsResult};
 
 pub use session::ConnectError;
@@ -110,8 +111,7 @@ struct Inner {
     cache: MetaCache,
     blocks: Blocks,
     barrier: OpBarrier,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    next_fh: AtomicU64,
+    handles: FhTable<Arc<Handle>>,
     invalidator: RwLock<Arc<dyn Invalidator>>,
     hello: Mutex<Hello>,
     source_id: String,
@@ -161,8 +161,7 @@ impl RemoteFs {
             cache: MetaCache::new(),
             blocks: Blocks::new(block, cfg.cache_bytes, u64::from(cfg.readahead.max(1))),
             barrier: OpBarrier::new(),
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            handles: FhTable::new(),
             invalidator: RwLock::new(Arc::new(NoInvalidator)),
             hello: Mutex::new(hello),
             source_id,
@@ -192,6 +191,14 @@ impl RemoteFs {
     }
 }
 
+/// The lock-order token of a `RemoteFs` call: its handle table's `Map` level is the only
+/// ordered (`vfs_core::lock_order`) lock this client takes, and every caller of this
+/// function holds none (the table's guards never outlive one table call).
+fn entry_token() -> Locked<Unlocked> {
+    // SAFETY: see above: no ordered lock is held where this is called.
+    unsafe { Locked::new() }
+}
+
 impl Inner {
     fn check(&self, ino: Ino) -> VfsResult<()> {
         if self.cache.is_stale(ino) {
@@ -202,24 +209,18 @@ impl Inner {
     }
 
     fn handle(&self, fh: Fh, ino: Ino) -> VfsResult<Arc<Handle>> {
-        match self.handles.lock().get(&fh.0) {
-            Some(h) if h.ino == ino => Ok(Arc::clone(h)),
-            _ => Err(VfsError::BadHandle),
-        }
+        self.handles.get(&mut entry_token(), ino, fh)
     }
 
     fn new_handle(&self, ino: Ino, flags: OpenFlags) -> Fh {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(
-            fh,
-            Arc::new(Handle {
-                ino,
-                flags,
-                next: AtomicU64::new(u64::MAX),
-            }),
-        );
+        let handle = Arc::new(Handle {
+            ino,
+            flags,
+            next: AtomicU64::new(u64::MAX),
+        });
+        let fh = self.handles.insert(&mut entry_token(), ino, handle);
         self.cache.opened(ino);
-        Fh(fh)
+        fh
     }
 
     /// Creates a node on the owner with `call` (mknod, mkdir, symlink; not sent until

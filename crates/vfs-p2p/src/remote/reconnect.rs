@@ -68,7 +68,12 @@ impl Inner {
 
     /// Opens again, on the new link, every file this side has open (without truncating).
     async fn repin(&self) {
-        let open: Vec<(Ino, OpenFlags)> = self.handles.lock().values().map(|h| (h.ino, h.flags)).collect();
+        let open: Vec<(Ino, OpenFlags)> = self
+            .handles
+            .snapshot(&mut super::entry_token())
+            .into_iter()
+            .map(|(_, ino, h)| (ino, h.flags))
+            .collect();
         for (ino, flags) in open {
             let flags = OpenFlags(flags.0 & (libc::O_ACCMODE | libc::O_APPEND | libc::O_SYNC | libc::O_DSYNC));
             if let Err(e) = self.session.now().open(ino, flags.0).await {

@@ -303,10 +303,7 @@ impl VirtualFs for RemoteFs {
 
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
         let i = &self.inner;
-        let h = i.handles.lock().remove(&fh.0);
-        let Some(h) = h.filter(|h| h.ino == ino) else {
-            return Err(VfsError::BadHandle);
-        };
+        let h = i.handles.remove(&mut super::entry_token(), ino, fh)?;
         if let Err(e) = i.session.now().release(h.ino).await {
             tracing::trace!(ino = ino.0, "release not sent: {e}");
         }
