@@ -118,8 +118,10 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         down_wait: f64,
         /// How the owner's file owners appear: `user` (every file is yours, like sshfs
-        /// idmap=user) or `none` (the owner's numeric ids).
-        #[arg(long, default_value = "user")]
+        /// idmap=user), `none` (the owner's numeric ids), or `auto`: `user` unless you
+        /// are root (root can use any file already, and services it runs through the
+        /// mount, PostgreSQL for one, check the real owners).
+        #[arg(long, default_value = "auto")]
         idmap: String,
     },
 }
@@ -332,14 +334,13 @@ fn mount(
     idmap: &str,
 ) {
     let keys = Arc::new(load_key(&key));
+    // SAFETY: geteuid and getegid cannot fail and touch no memory.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let idmap = match idmap {
-        // SAFETY: geteuid and getegid cannot fail and touch no memory.
-        "user" => IdMap::User {
-            uid: unsafe { libc::geteuid() },
-            gid: unsafe { libc::getegid() },
-        },
-        "none" => IdMap::None,
-        other => common::fail(format!("--idmap must be user or none, not {other:?}")),
+        "user" => IdMap::User { uid: euid, gid: egid },
+        "auto" if euid != 0 => IdMap::User { uid: euid, gid: egid },
+        "none" | "auto" => IdMap::None,
+        other => common::fail(format!("--idmap must be user, none or auto, not {other:?}")),
     };
     let dispatch = match dispatch {
         "threads" => Dispatch::Threads,
