@@ -492,5 +492,30 @@ mod tests {
             let _ = parse_key_file(&s);
             let _ = parse_key_file(&String::from_utf8_lossy(&raw));
         }
+
+        /// Keys files: lines of real keys, rights (valid or not), comments and noise
+        /// never panic, and a file that parses round-trips (`fuzzing::key_text`).
+        #[test]
+        fn keys_files_never_panic_and_round_trip(
+            lines in proptest::collection::vec(
+                (any::<[u8; 32]>(), "(rw|ro|read-write|read-only|admin|)", "[ \t#]{0,2}", ".{0,8}", any::<bool>()),
+                0..8,
+            )
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(k, r, pre, junk, noisy)| {
+                    let junk = if *noisy { junk.as_str() } else { "" };
+                    format!("{pre}{} {r}{junk}\n", PublicKey(*k))
+                })
+                .collect();
+            crate::fuzzing::key_text(text.as_bytes());
+            let clean = lines.iter().all(|(_, r, pre, _, noisy)| {
+                !r.is_empty() && r != "admin" && !pre.contains('#') && !noisy
+            });
+            if clean {
+                prop_assert_eq!(parse_keys_file(&text).map(|v| v.len()), Ok(lines.len()));
+            }
+        }
     }
 }
