@@ -1,6 +1,6 @@
 //! Who a peer acts as on the owner, and what it may do there.
 //!
-//! Invariants (checked in [`admit`], before the backend sees the request):
+//! Invariants (checked in `admit`, before the backend sees the request):
 //!
 //! - **One identity per share.** Every request of every peer runs as the one local
 //!   identity the owner chose ([`PeerIdentity`]); the uid, gid and pid a request carries
