@@ -89,6 +89,9 @@ enum Cmd {
         /// Let peers make character and block device nodes.
         #[arg(long)]
         allow_devices: bool,
+        /// Every peer read-only, whatever --allow or the keys file say (changes are EROFS).
+        #[arg(long)]
+        read_only: bool,
         /// This peer's private key file (default: ~/.config/vfs-p2p/key).
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
@@ -117,6 +120,9 @@ enum Cmd {
         /// Seconds an operation waits for a lost link to come back before failing (EIO).
         #[arg(long, default_value_t = 10.0)]
         down_wait: f64,
+        /// Mount read-only (`ro`: the kernel refuses every change with EROFS).
+        #[arg(long)]
+        read_only: bool,
         /// How the owner's file owners appear: `user` (every file is yours, like sshfs
         /// idmap=user), `none` (the owner's numeric ids), or `auto`: `user` unless you
         /// are root (root can use any file already, and services it runs through the
@@ -172,16 +178,23 @@ struct ShareArgs {
     as_root: bool,
     allow_setid: bool,
     allow_devices: bool,
+    read_only: bool,
 }
 
 impl ShareArgs {
-    /// The keys of the command line and of the keys file.
+    /// The keys of the command line and of the keys file (all read-only with
+    /// `--read-only`).
     fn keys(&self) -> Result<Vec<(PublicKey, Right)>, String> {
         let mut keys: Vec<(PublicKey, Right)> = self.allow.iter().map(|k| (*k, Right::ReadWrite)).collect();
         keys.extend(self.allow_read.iter().map(|k| (*k, Right::ReadOnly)));
         if let Some(path) = &self.keys_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             keys.extend(parse_keys_file(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+        }
+        if self.read_only {
+            for (_, r) in &mut keys {
+                *r = Right::ReadOnly;
+            }
         }
         Ok(keys)
     }
@@ -280,11 +293,12 @@ fn share(dir: PathBuf, listen: SocketAddr, args: ShareArgs, key: PathBuf) {
             .map_err(|e| eprintln!("p2p: host changes will not be seen ({e})"))
             .ok();
         eprintln!(
-            "p2p: sharing {} on {} as {} (Ctrl-C to stop); {} peer key(s); peers act as {who}",
+            "p2p: sharing {} on {} as {} (Ctrl-C to stop); {} peer key(s){}; peers act as {who}",
             dir.display(),
             vfs_p2p::transport::Listener::local_addr(&listener),
             keys.public(),
             allow.len(),
+            if args.read_only { ", all read-only" } else { "" },
         );
         tokio::select! {
             r = exporter.serve(listener) => if let Err(e) = r { common::fail(format!("listener failed: {e}")) },
@@ -332,6 +346,7 @@ fn mount(
     dispatch: &str,
     down_wait: f64,
     idmap: &str,
+    read_only: bool,
 ) {
     let keys = Arc::new(load_key(&key));
     // SAFETY: geteuid and getegid cannot fail and touch no memory.
@@ -364,6 +379,7 @@ fn mount(
         dispatch,
         session_threads: Some(4),
         fsname: Some(format!("p2p:{peer}")),
+        read_only,
         ..MountOptions::default()
     };
     let m = vfs_fuse::mount(Arc::clone(&fs), &mountpoint, &opts).unwrap_or_else(|e| common::fail(e));
@@ -399,6 +415,7 @@ fn main() {
             as_root,
             allow_setid,
             allow_devices,
+            read_only,
             key_file: k,
         } => {
             let args = ShareArgs {
@@ -409,6 +426,7 @@ fn main() {
                 as_root,
                 allow_setid,
                 allow_devices,
+                read_only,
             };
             share(dir, listen, args, key_file(k))
         }
@@ -421,6 +439,7 @@ fn main() {
             dispatch,
             down_wait,
             idmap,
+            read_only,
         } => mount(
             mountpoint,
             peer,
@@ -430,6 +449,7 @@ fn main() {
             &dispatch,
             down_wait,
             &idmap,
+            read_only,
         ),
     }
 }
