@@ -200,7 +200,7 @@ fn main() {
     std::fs::create_dir_all(&share).unwrap();
     std::fs::create_dir_all(&mnt).unwrap();
     make_file(&share.join("big"), total);
-    let lb = Loopback::serve(LocalFs::new(&share).unwrap(), ExportConfig::default()).unwrap();
+    let lb = Loopback::serve(LocalFs::new(&share).unwrap(), ExportConfig::trusted()).unwrap();
     let opts = MountOptions {
         dispatch,
         session_threads: Some(4),

@@ -99,9 +99,19 @@ pub fn noise_handshake(data: &[u8]) {
     }
 }
 
-/// Key text as typed on a command line or found in a key file.
+/// Key text as typed on a command line or found in a key file, and a keys file of the
+/// owner's (`p2p share --keys-file`): a keys file that parses lists exactly the keys
+/// that parse on their own, and written back it parses to the same list.
 pub fn key_text(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = text.parse::<crate::identity::PublicKey>();
     let _ = crate::identity::parse_key_file(&text);
+    if let Ok(keys) = crate::identity::parse_keys_file(&text) {
+        let again: String = keys.iter().map(|(k, r)| format!("{k} {r}\n")).collect();
+        assert_eq!(
+            crate::identity::parse_keys_file(&again).ok(),
+            Some(keys),
+            "keys file round trip"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! Peer identity: a static X25519 keypair per peer, its public key as one short line of
-//! text, the key file, and the allowlist of pinned peer keys.
+//! text, the key file, and the allowlist of pinned peer keys with what each may do.
 //!
 //! Invariant: a [`PublicKey`] is exactly 32 bytes and its text form is the canonical
 //! unpadded base64url of those bytes (43 characters); parsing accepts that form only, so
@@ -8,14 +8,16 @@
 //! There is no certificate authority: a peer is who its key says, and trust is the
 //! allowlist (on the sharing side) or the pinned `--peer-key` (on the mounting side).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
+use parking_lot::RwLock;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroize;
 
@@ -188,30 +190,148 @@ pub fn default_key_file() -> Option<PathBuf> {
     Some(base.join("vfs-p2p").join("key"))
 }
 
-/// The public keys a sharing peer accepts. Empty means nobody.
+/// What an allowed key may do on the owner's share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Right {
+    /// Read and change (`--allow KEY`).
+    ReadWrite,
+    /// Read only: every change is `EROFS` (`--allow-read KEY`).
+    ReadOnly,
+}
+
+impl Right {
+    /// Whether this right allows changes.
+    pub fn can_write(self) -> bool {
+        self == Right::ReadWrite
+    }
+}
+
+impl fmt::Display for Right {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Right::ReadWrite => "rw",
+            Right::ReadOnly => "ro",
+        })
+    }
+}
+
+/// The public keys a sharing peer accepts, each with its [`Right`]. Empty means nobody.
+///
+/// Clones share one list: [`Allowlist::replace`] (a keys file reloaded on `SIGHUP`) is
+/// seen at once by the listener (new handshakes) and the exporter (each request of a
+/// link already up checks its key's right again).
 #[derive(Clone, Debug, Default)]
-pub struct Allowlist(HashSet<PublicKey>);
+pub struct Allowlist(Arc<RwLock<HashMap<PublicKey, Right>>>);
 
 impl Allowlist {
-    /// An allowlist of these keys.
+    /// An allowlist of these keys, each read-write.
     pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Allowlist {
-        Allowlist(keys.into_iter().collect())
+        Allowlist::with_rights(keys.into_iter().map(|k| (k, Right::ReadWrite)))
+    }
+
+    /// An allowlist of these keys with these rights; a key given twice keeps the
+    /// narrower right (read-only wins).
+    pub fn with_rights(keys: impl IntoIterator<Item = (PublicKey, Right)>) -> Allowlist {
+        Allowlist(Arc::new(RwLock::new(merge_rights(keys))))
     }
 
     /// Whether `key` is allowed.
     pub fn allows(&self, key: &PublicKey) -> bool {
-        self.0.contains(key)
+        self.0.read().contains_key(key)
+    }
+
+    /// What `key` may do, `None` if it is not allowed.
+    pub fn right(&self, key: &PublicKey) -> Option<Right> {
+        self.0.read().get(key).copied()
+    }
+
+    /// Adds `key` with `right` (replacing its right if it was there).
+    pub fn insert(&self, key: PublicKey, right: Right) {
+        self.0.write().insert(key, right);
+    }
+
+    /// Replaces the whole list (seen by every clone).
+    pub fn replace(&self, keys: impl IntoIterator<Item = (PublicKey, Right)>) {
+        *self.0.write() = merge_rights(keys);
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.read().len()
     }
 
     /// Whether no key is allowed.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.read().is_empty()
     }
+}
+
+fn merge_rights(keys: impl IntoIterator<Item = (PublicKey, Right)>) -> HashMap<PublicKey, Right> {
+    let mut map = HashMap::new();
+    for (k, r) in keys {
+        let e = map.entry(k).or_insert(r);
+        if r == Right::ReadOnly {
+            *e = Right::ReadOnly;
+        }
+    }
+    map
+}
+
+/// Why a keys file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysFileError {
+    /// A line that is not `KEY RIGHT`.
+    #[error("line {line}: expected `KEY rw` or `KEY ro`, got {got:?}")]
+    Syntax {
+        /// 1-based line number.
+        line: usize,
+        /// The offending line (at most 80 characters of it).
+        got: String,
+    },
+    /// A key that does not parse.
+    #[error("line {line}: {err}")]
+    Key {
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        err: KeyParseError,
+    },
+}
+
+/// Parses a keys file: one key and one right per line (`KEY rw` or `KEY read-write`,
+/// `KEY ro` or `KEY read-only`), blank lines and lines starting with `#` ignored. Any bad
+/// line makes the whole file an error (naming the line), so a typo never silently drops
+/// or widens a key. Never panics.
+pub fn parse_keys_file(text: &str) -> Result<Vec<(PublicKey, Right)>, KeysFileError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(key), Some(right), None) = (words.next(), words.next(), words.next()) else {
+            return Err(KeysFileError::Syntax {
+                line: i + 1,
+                got: line.chars().take(80).collect(),
+            });
+        };
+        let right = match right {
+            "rw" | "read-write" => Right::ReadWrite,
+            "ro" | "read-only" => Right::ReadOnly,
+            _ => {
+                return Err(KeysFileError::Syntax {
+                    line: i + 1,
+                    got: line.chars().take(80).collect(),
+                });
+            }
+        };
+        let key = key
+            .parse::<PublicKey>()
+            .map_err(|err| KeysFileError::Key { line: i + 1, err })?;
+        out.push((key, right));
+    }
+    Ok(out)
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -371,6 +491,31 @@ mod tests {
             let _ = s.parse::<PublicKey>();
             let _ = parse_key_file(&s);
             let _ = parse_key_file(&String::from_utf8_lossy(&raw));
+        }
+
+        /// Keys files: lines of real keys, rights (valid or not), comments and noise
+        /// never panic, and a file that parses round-trips (`fuzzing::key_text`).
+        #[test]
+        fn keys_files_never_panic_and_round_trip(
+            lines in proptest::collection::vec(
+                (any::<[u8; 32]>(), "(rw|ro|read-write|read-only|admin|)", "[ \t#]{0,2}", ".{0,8}", any::<bool>()),
+                0..8,
+            )
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(k, r, pre, junk, noisy)| {
+                    let junk = if *noisy { junk.as_str() } else { "" };
+                    format!("{pre}{} {r}{junk}\n", PublicKey(*k))
+                })
+                .collect();
+            crate::fuzzing::key_text(text.as_bytes());
+            let clean = lines.iter().all(|(_, r, pre, _, noisy)| {
+                !r.is_empty() && r != "admin" && !pre.contains('#') && !noisy
+            });
+            if clean {
+                prop_assert_eq!(parse_keys_file(&text).map(|v| v.len()), Ok(lines.len()));
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use vfs_core::VirtualFs;
 
 use crate::exporter::{ExportConfig, Exporter};
-use crate::identity::{Allowlist, Keypair, PublicKey};
+use crate::identity::{Allowlist, Keypair, PublicKey, Right};
 use crate::remote::{ConnectError, RemoteConfig, RemoteFs};
 use crate::transport::noise::{NoiseListener, NoiseTcp};
 use crate::transport::{Transport, TransportError};
@@ -63,7 +63,9 @@ pub struct Loopback<F: VirtualFs> {
 
 impl<F: VirtualFs> Loopback<F> {
     /// Serves `fs` on 127.0.0.1 (a port of [`TEST_PORTS`]) on a runtime of its own, for
-    /// one allowed far-side key (made here).
+    /// one allowed far-side key (made here, read-write). If `cfg.peers.keys` holds a
+    /// list, that key is added to it and the listener admits the whole list (connect
+    /// with the others through [`Loopback::connect_with`]).
     pub fn serve(fs: F, cfg: ExportConfig) -> std::io::Result<Loopback<F>> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -73,7 +75,13 @@ impl<F: VirtualFs> Loopback<F> {
         let owner = Arc::new(Keypair::generate()?);
         let peer = Arc::new(Keypair::generate()?);
         let owner_key = owner.public();
-        let allow = Allowlist::new([peer.public()]);
+        let allow = match &cfg.peers.keys {
+            Some(list) => {
+                list.insert(peer.public(), Right::ReadWrite);
+                list.clone()
+            }
+            None => Allowlist::new([peer.public()]),
+        };
         let (exporter, addr) = rt.block_on(async {
             let t = NoiseTcp::new(owner);
             let listener = listen_in(&t, IpAddr::V4(Ipv4Addr::LOCALHOST), TEST_PORTS, allow)
@@ -109,6 +117,12 @@ impl<F: VirtualFs> Loopback<F> {
     /// Connects a far side with the allowed key.
     pub fn connect(&self, cfg: RemoteConfig) -> Result<RemoteFs, ConnectError> {
         let (t, addr, key) = (NoiseTcp::new(Arc::clone(&self.peer)), self.addr, self.owner_key);
+        self.block_on(RemoteFs::connect(t, addr, key, cfg))
+    }
+
+    /// Connects a far side with the key `keys` (which the exporter's list must admit).
+    pub fn connect_with(&self, keys: Arc<Keypair>, cfg: RemoteConfig) -> Result<RemoteFs, ConnectError> {
+        let (t, addr, key) = (NoiseTcp::new(keys), self.addr, self.owner_key);
         self.block_on(RemoteFs::connect(t, addr, key, cfg))
     }
 

@@ -146,6 +146,11 @@ pub trait ReplyKind {
     /// The value of a reply to operation `what`; any other kind of reply is a protocol
     /// error (`EIO`).
     fn take(r: (Reply, Payload), what: &'static str) -> VfsResult<Self::Received>;
+    /// Shows every owner and group in `v` as `uid:gid` (the far side's id mapping,
+    /// [`crate::remote::IdMap`]); kinds without attributes have nothing to map.
+    fn show_as(v: &mut Self::Received, uid: u32, gid: u32) {
+        let _ = (v, uid, gid);
+    }
 }
 
 /// A reply that does not fit its operation.
@@ -162,6 +167,9 @@ pub struct Written;
 
 macro_rules! reply_kind {
     ($t:ty, $pat:pat => $v:expr, $make:expr) => {
+        reply_kind!($t, $pat => $v, $make, |_v, _uid, _gid| {});
+    };
+    ($t:ty, $pat:pat => $v:expr, $make:expr, |$mv:ident, $mu:ident, $mg:ident| $map:block) => {
         impl ReplyKind for $t {
             type Served = $t;
             type Received = $t;
@@ -174,15 +182,24 @@ macro_rules! reply_kind {
                     _ => Err(protocol(what)),
                 }
             }
+            fn show_as($mv: &mut $t, $mu: u32, $mg: u32) $map
         }
     };
 }
 
 reply_kind!((), Reply::Unit => (), |()| Reply::Unit);
-reply_kind!(Attr, Reply::Attr(a) => a, Reply::Attr);
+reply_kind!(Attr, Reply::Attr(a) => a, Reply::Attr, |a, uid, gid| {
+    a.uid = uid;
+    a.gid = gid;
+});
 reply_kind!(OsString, Reply::Target(t) => t, Reply::Target);
 reply_kind!(Vec<DirEntry>, Reply::Entries(v) => v, Reply::Entries);
-reply_kind!(Vec<DirEntryPlus>, Reply::EntriesPlus(v) => v, Reply::EntriesPlus);
+reply_kind!(Vec<DirEntryPlus>, Reply::EntriesPlus(v) => v, Reply::EntriesPlus, |v, uid, gid| {
+    for e in v.iter_mut() {
+        e.attr.uid = uid;
+        e.attr.gid = gid;
+    }
+});
 reply_kind!(StatFs, Reply::StatFs(s) => s, Reply::StatFs);
 
 /// `Hello` is answered with [`Reply::Hello`], which the session reads itself.

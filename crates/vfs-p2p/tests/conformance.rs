@@ -10,7 +10,7 @@ use vfs_p2p::loopback::Loopback;
 use vfs_p2p::remote::{RemoteConfig, RemoteFs};
 
 fn remote_memfs() -> Backend<RemoteFs> {
-    let lb = Loopback::serve(MemFs::new(), ExportConfig::default()).expect("serve MemFs");
+    let lb = Loopback::serve(MemFs::new(), ExportConfig::trusted()).expect("serve MemFs");
     let remote = lb.connect(RemoteConfig::default()).expect("connect");
     Backend::new(remote).keep(lb)
 }
@@ -18,7 +18,7 @@ fn remote_memfs() -> Backend<RemoteFs> {
 fn remote_localfs() -> Backend<RemoteFs> {
     let dir = tempfile::tempdir().expect("temp dir");
     let fs = LocalFs::new(dir.path()).expect("LocalFs");
-    let lb = Loopback::serve(fs, ExportConfig::default()).expect("serve LocalFs");
+    let lb = Loopback::serve(fs, ExportConfig::trusted()).expect("serve LocalFs");
     let remote = lb.connect(RemoteConfig::default()).expect("connect");
     Backend::new(remote).keep(lb).keep(dir)
 }

@@ -45,7 +45,7 @@ fn good_peer_works(lb: &Loopback<MemFs>, good: &RemoteFs, name: &str) {
 
 #[test]
 fn an_unknown_key_is_refused_in_the_handshake() {
-    let lb = Loopback::serve(MemFs::new(), ExportConfig::default()).unwrap();
+    let lb = Loopback::serve(MemFs::new(), ExportConfig::trusted()).unwrap();
     let stranger = Arc::new(Keypair::generate().unwrap());
     let r = lb.block_on(RemoteFs::connect(
         NoiseTcp::new(stranger),
@@ -73,7 +73,7 @@ fn an_unknown_key_is_refused_in_the_handshake() {
 
 #[test]
 fn names_that_leave_the_share_are_errors_and_the_link_goes_on() {
-    let lb = Loopback::serve(MemFs::new(), ExportConfig::default()).unwrap();
+    let lb = Loopback::serve(MemFs::new(), ExportConfig::trusted()).unwrap();
     let good = lb.connect(RemoteConfig::default()).unwrap();
     let link = lb
         .block_on(NoiseTcp::new(Arc::clone(&lb.peer)).connect(lb.addr, lb.owner_key))
@@ -119,7 +119,7 @@ fn raw_frame_closes_link(lb: &Loopback<MemFs>, frame: &[u8]) -> bool {
 
 #[test]
 fn garbage_and_oversized_frames_close_only_their_link() {
-    let lb = Loopback::serve(MemFs::new(), ExportConfig::default()).unwrap();
+    let lb = Loopback::serve(MemFs::new(), ExportConfig::trusted()).unwrap();
     let good = lb.connect(RemoteConfig::default()).unwrap();
     good_peer_works(&lb, &good, "before");
 

@@ -47,7 +47,7 @@ fn owner_side_changes_reach_the_far_mount() {
     std::fs::create_dir_all(&mnt).unwrap();
     std::fs::write(host.join("f"), vec![b'a'; 10_000]).unwrap();
 
-    let lb = Loopback::serve(LocalFs::new(&host).unwrap(), ExportConfig::default()).unwrap();
+    let lb = Loopback::serve(LocalFs::new(&host).unwrap(), ExportConfig::trusted()).unwrap();
     let _watch = HostWatcher::start(&host, lb.exporter.changes()).unwrap();
     let fs = Arc::new(lb.connect(RemoteConfig::default()).unwrap());
     let mount = vfs_fuse::mount(Arc::clone(&fs), &mnt, &MountOptions::default()).unwrap();
@@ -161,7 +161,7 @@ fn git_commits_from_a_working_directory_on_the_far_mount() {
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-qm", "on the owner"]);
 
-    let lb = Loopback::serve(LocalFs::new(&host).unwrap(), ExportConfig::default()).unwrap();
+    let lb = Loopback::serve(LocalFs::new(&host).unwrap(), ExportConfig::trusted()).unwrap();
     let _watch = HostWatcher::start(&host, lb.exporter.changes()).unwrap();
     let fs = Arc::new(lb.connect(RemoteConfig::default()).unwrap());
     let mount = vfs_fuse::mount(Arc::clone(&fs), &mnt, &MountOptions::default()).unwrap();

@@ -114,7 +114,7 @@ fn host_op(rng: &mut Rng, root: &Path) {
 fn host_changes_on_a_localfs_share_converge_on_the_far_side() {
     for seed in seeds() {
         let dir = tempfile::tempdir().unwrap();
-        let lb = Loopback::serve(LocalFs::new(dir.path()).unwrap(), ExportConfig::default()).unwrap();
+        let lb = Loopback::serve(LocalFs::new(dir.path()).unwrap(), ExportConfig::trusted()).unwrap();
         let _watch = HostWatcher::start(dir.path(), lb.exporter.changes()).unwrap();
         let far = lb.connect(RemoteConfig::default()).unwrap();
         let owner = LocalFs::new(dir.path()).unwrap();
@@ -214,7 +214,7 @@ async fn peer_op<F: VirtualFs>(rng: &mut Rng, fs: &F) {
 #[test]
 fn changes_through_one_peer_converge_on_another() {
     for seed in seeds() {
-        let lb = Loopback::serve(MemFs::new(), ExportConfig::default()).unwrap();
+        let lb = Loopback::serve(MemFs::new(), ExportConfig::trusted()).unwrap();
         let writer = lb.connect(RemoteConfig::default()).unwrap();
         let reader = lb.connect(RemoteConfig::default()).unwrap();
         let mut rng = Rng::new(seed);

@@ -120,7 +120,7 @@ fn quick() -> RemoteConfig {
 }
 
 fn setup() -> (Loopback<MemFs>, Proxy, RemoteFs, Ino, Vec<u8>) {
-    let lb = Loopback::serve(MemFs::new(), ExportConfig::default()).unwrap();
+    let lb = Loopback::serve(MemFs::new(), ExportConfig::trusted()).unwrap();
     let proxy = lb.block_on(Proxy::start(lb.addr));
     let remote = lb
         .block_on(RemoteFs::connect(

@@ -20,11 +20,11 @@ use vfs_core::{
     VfsResult, VirtualFs,
 };
 
-use super::Exporter;
 use super::serve::{Answer, Serve, dispatch, plain};
+use super::{Exporter, rights};
 use crate::identity::PublicKey;
 use crate::rpc::Handler;
-use crate::wire::{MAX_IO, Payload, Reply, Request, VERSION};
+use crate::wire::{MAX_IO, Op, Payload, Reply, Request, VERSION};
 
 /// What one link holds on the backend.
 struct LinkState<F> {
@@ -55,8 +55,22 @@ fn open_flags(raw: i32) -> OpenFlags {
 }
 
 impl<F: VirtualFs> Handler for LinkHandler<F> {
-    async fn handle(&self, _peer: PublicKey, req: Request, body: Payload) -> Answer {
-        dispatch(self, req.ctx, req.op, body).await
+    /// Every request runs as the exporter's identity, whatever `req.ctx` claims, once
+    /// [`rights::admit`] let it through (the key's right, the setid and device rules, and
+    /// for a non-root identity the kernel's permission checks).
+    async fn handle(&self, peer: PublicKey, req: Request, body: Payload) -> Answer {
+        if let Op::Hello { .. } = req.op {
+            return dispatch(self, RequestCtx::ROOT, req.op, body).await;
+        }
+        let Some(right) = self.exp.right_of(&peer) else {
+            return Err(Errno::EACCES);
+        };
+        let who = self.exp.identity().await.map_err(|e| e.errno())?;
+        let pinned = |ino, write| self.pinned(ino, write, false).is_some();
+        rights::admit(self.fs(), &self.exp.cfg.peers, right, &who, &req.op, pinned)
+            .await
+            .map_err(|e| e.errno())?;
+        dispatch(self, who, req.op, body).await
     }
 }
 

@@ -21,9 +21,13 @@
 //!   waiting for room rather than dropping. A change whose path cannot be named (an inode
 //!   the exporter never saw by name) is announced as [`REVALIDATE_ALL`], which peers
 //!   take as "revalidate everything".
+//! - **Peers act as the owner says** ([`rights`]): every request runs as the one identity
+//!   of [`PeerPolicy::identity`], never as the uid it claims; a read-only key changes
+//!   nothing (`EROFS`); setuid files and devices from a peer are refused (`EPERM`).
 //! - **No per-operation logging above `debug`.**
 
 mod link;
+pub mod rights;
 mod serve;
 pub mod watch;
 
@@ -36,10 +40,11 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use vfs_core::notify::{Batches, Change, DebounceConfig, Debouncer};
 use vfs_core::pool::HandlePool;
-use vfs_core::{Attr, FileType, Ino, RequestCtx, VirtualFs};
+use vfs_core::{Attr, FileType, Ino, RequestCtx, VfsResult, VirtualFs};
 
 use self::link::LinkHandler;
-use crate::identity::PublicKey;
+pub use self::rights::{PeerIdentity, PeerPolicy};
+use crate::identity::{PublicKey, Right};
 use crate::rpc::{LinkConfig, LinkFailure, ServerLink, serve_link};
 use crate::transport::{FrameRx, FrameTx, Link, Listener, TransportError};
 use crate::wire::WireChange;
@@ -59,6 +64,20 @@ pub struct ExportConfig {
     pub pool_capacity: usize,
     /// Debouncing of change notifications (200 ms per path, batches of 64).
     pub debounce: DebounceConfig,
+    /// Who peers act as and what they may do (default: as the share's owner, never
+    /// root, read-write for every admitted key, no setuid files or devices).
+    pub peers: PeerPolicy,
+}
+
+impl ExportConfig {
+    /// The defaults, with peers trusted as root ([`PeerPolicy::trusted`]): for tests and
+    /// benches that exercise the backend through a peer, not the access control.
+    pub fn trusted() -> ExportConfig {
+        ExportConfig {
+            peers: PeerPolicy::trusted(),
+            ..ExportConfig::default()
+        }
+    }
 }
 
 impl Default for ExportConfig {
@@ -67,6 +86,7 @@ impl Default for ExportConfig {
             link: LinkConfig::default(),
             pool_capacity: 1024,
             debounce: DebounceConfig::default(),
+            peers: PeerPolicy::default(),
         }
     }
 }
@@ -80,6 +100,8 @@ pub struct Exporter<F: VirtualFs> {
     names: Mutex<HashMap<Ino, (Ino, OsString)>>,
     changes: Debouncer<SharePath, Attr>,
     links: Arc<Mutex<Vec<ServerLink>>>,
+    /// Who peers act as, once resolved (see [`Exporter::identity`]).
+    identity: Mutex<Option<RequestCtx>>,
     cfg: ExportConfig,
 }
 
@@ -97,6 +119,7 @@ impl<F: VirtualFs> Exporter<F> {
             names: Mutex::new(HashMap::new()),
             changes,
             links,
+            identity: Mutex::new(None),
             cfg,
         })
     }
@@ -120,6 +143,49 @@ impl<F: VirtualFs> Exporter<F> {
             .filter(|l| l.is_open())
             .map(|l| l.peer)
             .collect()
+    }
+
+    /// What `peer` may do now: its right in [`PeerPolicy::keys`], read-write when there is
+    /// no list, `None` when the list no longer holds it.
+    pub fn right_of(&self, peer: &PublicKey) -> Option<Right> {
+        match &self.cfg.peers.keys {
+            Some(list) => list.right(peer),
+            None => Some(Right::ReadWrite),
+        }
+    }
+
+    /// Closes the links of peers the key list no longer allows (after a reload).
+    /// Returns how many were closed.
+    pub fn close_unallowed(&self) -> usize {
+        let links = self.links.lock();
+        let mut n = 0;
+        for l in links.iter().filter(|l| l.is_open() && self.right_of(&l.peer).is_none()) {
+            l.close();
+            n += 1;
+        }
+        n
+    }
+
+    /// The credentials every peer request runs with ([`PeerPolicy::identity`]): for
+    /// [`PeerIdentity::ShareOwner`], the owner of the share's root, looked up once (and
+    /// `nobody` if that is root).
+    pub async fn identity(&self) -> VfsResult<RequestCtx> {
+        if let Some(ctx) = *self.identity.lock() {
+            return Ok(ctx);
+        }
+        let ctx = match self.cfg.peers.identity {
+            PeerIdentity::Root => RequestCtx::ROOT,
+            PeerIdentity::User { uid, gid } => rights::unprivileged(uid, gid),
+            PeerIdentity::ShareOwner => {
+                let root = self.fs.getattr(&RequestCtx::ROOT, Ino::ROOT, None).await?;
+                if root.uid == 0 {
+                    tracing::warn!("the share belongs to root: peers act as nobody (choose an identity to change it)");
+                }
+                rights::unprivileged(root.uid, root.gid)
+            }
+        };
+        *self.identity.lock() = Some(ctx);
+        Ok(ctx)
     }
 
     /// Accepts links from `listener` and serves each until it ends; returns only if the

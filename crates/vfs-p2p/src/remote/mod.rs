@@ -82,6 +82,42 @@ pub struct RemoteConfig {
     pub readahead: u32,
     /// Bytes of file data kept (256 MiB).
     pub cache_bytes: usize,
+    /// How the owner's uids and gids appear here ([`IdMap::None`]: as the owner reports
+    /// them; the example's `mount` defaults to [`IdMap::User`] with the mounting user).
+    pub idmap: IdMap,
+}
+
+/// How owners and groups from the owner appear on the far side (sshfs's `idmap`).
+///
+/// The owner runs every request of this peer as one identity of its own choosing, which
+/// the far side does not know; its numeric ids mean nothing here. With
+/// [`IdMap::User`], every file shows as owned by this `uid:gid` (so the far kernel's
+/// `default_permissions` checks the mode bits for the mounting user as the owner, and a
+/// non-root user can work on a mount they made); a `chown` to exactly these ids is
+/// taken as "to me" and not sent (it is a no-op on the owner, whose files are the
+/// identity's already). The owner checks every request again as its identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdMap {
+    /// Ids as the owner reports them.
+    #[default]
+    None,
+    /// Every file appears owned by this user and group.
+    User {
+        /// Shown as every file's owner.
+        uid: u32,
+        /// Shown as every file's group.
+        gid: u32,
+    },
+}
+
+impl IdMap {
+    /// The ids every file is shown with, if any.
+    pub fn shown(self) -> Option<(u32, u32)> {
+        match self {
+            IdMap::None => None,
+            IdMap::User { uid, gid } => Some((uid, gid)),
+        }
+    }
 }
 
 impl Default for RemoteConfig {
@@ -94,6 +130,7 @@ impl Default for RemoteConfig {
             block_size: 1 << 20,
             readahead: 4,
             cache_bytes: 256 << 20,
+            idmap: IdMap::None,
         }
     }
 }
@@ -151,7 +188,14 @@ impl RemoteFs {
         peer: PublicKey,
         cfg: RemoteConfig,
     ) -> Result<RemoteFs, ConnectError> {
-        let session = Session::new(transport, addr, peer, cfg.link.clone(), cfg.down_wait);
+        let session = Session::new(
+            transport,
+            addr,
+            peer,
+            cfg.link.clone(),
+            cfg.down_wait,
+            cfg.idmap.shown(),
+        );
         let first = session.connect().await?;
         let hello = first.hello.clone();
         let source_id = format!("p2p:{peer}:{}", hello.source_id);

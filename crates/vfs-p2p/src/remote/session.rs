@@ -64,6 +64,9 @@ pub(crate) struct Session {
     /// Bumped each time a link is installed; callers waiting for one watch it.
     installed: watch::Sender<u64>,
     down_wait: Duration,
+    /// Every owner and group the owner reports is shown as this `uid:gid`
+    /// ([`super::IdMap::User`]); `None`: as reported.
+    pub show_as: Option<(u32, u32)>,
 }
 
 impl Session {
@@ -73,6 +76,7 @@ impl Session {
         peer: crate::identity::PublicKey,
         link: LinkConfig,
         down_wait: Duration,
+        show_as: Option<(u32, u32)>,
     ) -> Session {
         let transport = Arc::new(transport);
         let connector: Connector = Box::new(move || {
@@ -127,6 +131,7 @@ impl Session {
             down_since: Mutex::new(None),
             installed: watch::channel(0).0,
             down_wait,
+            show_as,
         }
     }
 
@@ -246,14 +251,22 @@ macro_rules! typed_calls {
     (@call $snake:ident $V:ident ($($f:ident: $ty:ty),*) $R:ty []) => {
         pub async fn $snake(self, $($f: $ty),*) -> VfsResult<<$R as ReplyKind>::Received> {
             let r = self.raw(Op::$V { $($f),* }, Bytes::new()).await?;
-            <$R as ReplyKind>::take(r, stringify!($snake))
+            let mut v = <$R as ReplyKind>::take(r, stringify!($snake))?;
+            if let Some((uid, gid)) = self.session.show_as {
+                <$R as ReplyKind>::show_as(&mut v, uid, gid);
+            }
+            Ok(v)
         }
     };
     (@call $snake:ident $V:ident ($($f:ident: $ty:ty),*) $R:ty [$blen:ident]) => {
         /// The payload (`body`) follows the request as data frames.
         pub async fn $snake(self, $($f: $ty,)* body: Bytes) -> VfsResult<<$R as ReplyKind>::Received> {
             let r = self.raw(Op::$V { $($f),* }, body).await?;
-            <$R as ReplyKind>::take(r, stringify!($snake))
+            let mut v = <$R as ReplyKind>::take(r, stringify!($snake))?;
+            if let Some((uid, gid)) = self.session.show_as {
+                <$R as ReplyKind>::show_as(&mut v, uid, gid);
+            }
+            Ok(v)
         }
     };
     ($($snake:ident $V:ident $code:literal [$(#[$doc:meta])*] {$($f:ident: $ty:ty [$($codec:ty)?] [$($what:literal)?]),*} [$($blen:ident)?] $R:ty [$($plain:tt)*];)*) => {

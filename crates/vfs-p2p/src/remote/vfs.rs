@@ -123,6 +123,11 @@ impl VirtualFs for RemoteFs {
         let i = &self.inner;
         i.check(ino)?;
         set.fh = None;
+        if let Some((uid, gid)) = i.cfg.idmap.shown() {
+            // "To me": the owner's files are its identity's already.
+            set.uid = set.uid.filter(|u| *u != uid);
+            set.gid = set.gid.filter(|g| *g != gid);
+        }
         let call = i.session.on(ctx).setattr(ino, set);
         let a = match set.size {
             Some(size) => i.ordered(ino, size.min(u64::MAX - 1), u64::MAX, call).await?,
