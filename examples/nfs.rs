@@ -1,14 +1,17 @@
 //! Serves the in-memory filesystem (or, with `--local DIR`, a host directory through
-//! `LocalFs`) over NFSv3 until Ctrl-C or SIGTERM, and prints how to reach it.
+//! `LocalFs`; with `--pg URL`, a vfs-pg database) over NFSv3 until Ctrl-C or SIGTERM, and
+//! prints how to reach it.
 //!
 //! ```sh
 //! cargo run --release --example nfs -- --listen 127.0.0.1:11111
 //! cargo run --release --example nfs -- --local /srv/data --listen 127.0.0.1:11111
+//! cargo run --release --example nfs -- --pg 'host=/run/postgresql dbname=files'
 //! nfs-ls "nfs://127.0.0.1/?nfsport=11111&mountport=11111"      # apt-get install libnfs-utils
 //! ```
 //!
-//! One port answers NFS v3, MOUNT v3 and the portmapper's GETPORT. With `--local`, file
-//! handles survive a restart of this program on the same directory.
+//! One port answers NFS v3, MOUNT v3 and the portmapper's GETPORT. With `--local` (or
+//! `--pg`), file handles survive a restart of this program on the same directory (or
+//! database).
 //!
 //! Invariant: whatever stops it (Ctrl-C, SIGTERM), every backend handle is released before
 //! it exits; a busy port or a missing directory is a one-line error and exit status 1.
@@ -26,13 +29,18 @@ use vfs_core::localfs::LocalFs;
 use vfs_core::memfs::MemFs;
 use vfs_nfs::{NfsConfig, NfsServer};
 
-/// Serve MemFs (or a host directory) over NFSv3.
+/// Serve MemFs (or a host directory, or a vfs-pg database) over NFSv3.
 #[derive(Parser, Debug)]
 #[command(name = "nfs")]
 struct Args {
     /// Serve this host directory (LocalFs) instead of an in-memory filesystem.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "pg")]
     local: Option<PathBuf>,
+    /// Serve a filesystem stored in PostgreSQL (vfs-pg), as a libpq connection string:
+    /// `postgresql://user@host:port/db` or `host=/run/postgresql dbname=files`. The
+    /// schema is created on first use; the root lists modules (module 1 has verset 1).
+    #[arg(long, value_name = "URL")]
+    pg: Option<String>,
     /// Address and port to listen on (NFS, MOUNT and portmapper share it).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:11111")]
     listen: SocketAddr,
@@ -98,6 +106,12 @@ fn main() {
         Err(e) => common::fail(format!("cannot start a runtime: {e}")),
     };
     rt.block_on(async {
+        if let Some(url) = &args.pg {
+            match vfs_pg::PgFs::open(url, vfs_pg::PgOptions::default()).await {
+                Ok(fs) => return serve(fs, args.listen).await,
+                Err(e) => common::fail(format!("--pg: {e}")),
+            }
+        }
         match &args.local {
             Some(dir) => match LocalFs::new(dir) {
                 Ok(fs) => serve(fs, args.listen).await,

@@ -9,6 +9,11 @@
 //! cargo run --release --example pg -- --fsck --db postgresql://postgres@localhost/files
 //! ```
 //!
+//! Several programs may mount one database at once (on one machine or several): each
+//! hears the others' changes through PostgreSQL `LISTEN/NOTIFY` and drops what its kernel
+//! cached of them, so a name created, renamed or removed through one mount is seen
+//! through the others within a second.
+//!
 //! Invariant: whatever ends the program (Ctrl-C, SIGTERM, an external `umount`), the
 //! mount is gone when it exits; `--fsck` changes nothing and exits 1 if it found a problem.
 
@@ -45,6 +50,11 @@ struct Args {
     /// Most database connections this mount holds.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// How long the kernel may keep attributes and names it looked up, in seconds. Other
+    /// mounts' changes drop them earlier (LISTEN/NOTIFY); this bounds what is missed
+    /// while the listener reconnects.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    ttl: f64,
 }
 
 fn main() {
@@ -73,10 +83,18 @@ fn main() {
     let Some(mountpoint) = args.mountpoint.as_deref() else {
         common::fail("a MOUNTPOINT is needed (or --fsck)");
     };
+    let ttl = std::time::Duration::try_from_secs_f64(args.ttl)
+        .unwrap_or_else(|_| common::fail(format!("--ttl {}: not a number of seconds", args.ttl)));
     let opts = MountOptions {
         allow_other: args.allow_other,
         fsname: Some("vfs-pg".into()),
+        attr_ttl: ttl,
+        entry_ttl: ttl,
         ..MountOptions::default()
     };
-    common::serve_until_stopped("pg", "vfs-pg", Arc::new(fs), mountpoint, &opts);
+    let fs = Arc::new(fs);
+    // Other mounts' changes (LISTEN/NOTIFY) become kernel invalidations of this mount.
+    common::serve_until_stopped_with("pg", "vfs-pg", Arc::clone(&fs), mountpoint, &opts, |m| {
+        fs.set_invalidator(m.invalidator());
+    });
 }

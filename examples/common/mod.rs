@@ -57,7 +57,21 @@ pub fn serve_until_stopped<F: vfs_core::VirtualFs>(
     mountpoint: &std::path::Path,
     opts: &vfs_fuse::MountOptions,
 ) {
+    serve_until_stopped_with(prog, what, fs, mountpoint, opts, |_| {});
+}
+
+/// [`serve_until_stopped`], calling `mounted` with the mount once it is up (e.g. to hand
+/// its invalidator to the filesystem).
+pub fn serve_until_stopped_with<F: vfs_core::VirtualFs>(
+    prog: &str,
+    what: &str,
+    fs: std::sync::Arc<F>,
+    mountpoint: &std::path::Path,
+    opts: &vfs_fuse::MountOptions,
+    mounted: impl FnOnce(&vfs_fuse::Mount),
+) {
     let mount = vfs_fuse::mount(fs, mountpoint, opts).unwrap_or_else(|e| fail(e));
+    mounted(&mount);
     eprintln!(
         "{prog}: {what} mounted on {} (Ctrl-C to unmount)",
         mount.mountpoint().display()

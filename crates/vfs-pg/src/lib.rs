@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod blocks;
+mod changes;
 mod data;
 mod db;
 pub mod fsck;
@@ -32,13 +33,13 @@ mod tree;
 mod verset;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use deadpool_postgres::Pool;
-use vfs_core::{AccessMode, Ino, VfsError, VfsResult};
+use vfs_core::{AccessMode, Ino, Invalidator, VfsError, VfsResult};
 
 pub use blocks::{BlockStore, PgBlockStore, StoreError};
 pub use schema::{OpenError, SCHEMA_VERSION};
@@ -122,6 +123,12 @@ pub struct PgFs<S: BlockStore = PgBlockStore> {
     next_fh: AtomicU64,
     /// When this mount opened the database: the control file's times.
     opened_at: vfs_core::Timestamp,
+    /// This mount's name in change announcements (its own are ignored when they come back).
+    mount_id: u64,
+    /// How to connect the change listener.
+    cfg: tokio_postgres::Config,
+    /// Set once the change listener runs ([`PgFs::set_invalidator`]).
+    listening: OnceLock<()>,
     // Dropped last: every connection's driver runs on it.
     io: IoRuntime,
 }
@@ -158,6 +165,7 @@ impl<S: BlockStore> PgFs<S> {
         cfg.connect_timeout(opts.connect_timeout);
         cfg.application_name("vfs-pg");
         let io = IoRuntime::new().map_err(|e| OpenError::Config(format!("cannot start the I/O runtime: {e}")))?;
+        let listen_cfg = cfg.clone();
         let pool = db::pool(cfg, &io, opts.pool_size.max(1), opts.connect_timeout).map_err(OpenError::Config)?;
         let facts = schema::prepare(&pool, opts.block_size).await?;
         let (root, view) = match opts.root {
@@ -181,6 +189,9 @@ impl<S: BlockStore> PgFs<S> {
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             opened_at: vfs_core::Timestamp::now(),
+            mount_id: new_mount_id(),
+            cfg: listen_cfg,
+            listening: OnceLock::new(),
             io,
         })
     }
@@ -190,14 +201,46 @@ impl<S: BlockStore> PgFs<S> {
         self.block_size
     }
 
+    /// Makes the changes other mounts of this database commit reach `inv` (a FUSE mount's
+    /// invalidator, `vfs_fuse::Mount::invalidator`): starts a listener on a connection of
+    /// its own (`LISTEN vfs_pg`) whose notices, batched through a
+    /// [`Debouncer`](vfs_core::notify::Debouncer), become `inval_entry` and `inval_inode`
+    /// calls, typically within tens of milliseconds of the other mount's commit. Only the
+    /// first call has an effect; the listener stops when the filesystem is dropped. This
+    /// mount announces its own changes whether or not it listens.
+    pub fn set_invalidator(&self, inv: Arc<dyn Invalidator>) {
+        if self.listening.set(()).is_err() {
+            tracing::debug!("vfs-pg: set_invalidator called again; the first invalidator stays");
+            return;
+        }
+        let map = changes::InoMap { root: self.root };
+        changes::start(self.io.handle(), self.cfg.clone(), self.mount_id, map, inv);
+    }
+
+    /// Announces `notes` to the other mounts when the transaction `tx` commits.
+    pub(crate) async fn announce<C: deadpool_postgres::GenericClient>(
+        &self,
+        tx: &C,
+        notes: &[changes::Note],
+    ) -> db::OpResult<()> {
+        changes::announce(tx, self.mount_id, notes).await
+    }
+
     /// Runs a control-file command (what writing it to `MOUNT/ctl` does). Returns the new
     /// verset's number for `cpverset`.
     pub async fn command(&self, cmd: Command) -> VfsResult<i64> {
         let now = vfs_core::Timestamp::now();
         match cmd {
             Command::CpVerset { module, verset } => {
-                db::in_txn!(self, "cpverset", |tx| verset::cpverset(&tx, module, verset, now)
-                    .await?)
+                db::in_txn!(self, "cpverset", |tx| {
+                    let (next, module_dir) = verset::cpverset(&tx, module, verset, now).await?;
+                    let notes = [
+                        changes::Note::Entry(module_dir, next.to_string().into_bytes()),
+                        changes::Note::Inode(module_dir),
+                    ];
+                    self.announce(&tx, &notes).await?;
+                    next
+                })
             }
         }
     }
@@ -278,4 +321,16 @@ impl<S: BlockStore> PgFs<S> {
             Err(_) => false,
         }
     }
+}
+
+/// A number that tells this mount's announcements from every other mount's.
+fn new_mount_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let pid = u64::from(std::process::id());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (nanos ^ (pid << 40) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
 }

@@ -20,6 +20,7 @@ use vfs_core::{
 };
 
 use crate::blocks::BlockStore;
+use crate::changes::Note;
 use crate::db::{ATTR_COLS, OpError, OpResult, attr_from_row, exec, in_snapshot, in_txn, row, rows, with_client};
 use crate::tree::{self, NewInode, Node};
 use crate::verset::{self, MOUNT_ROOT};
@@ -78,11 +79,15 @@ impl<S: BlockStore> PgFs<S> {
             return match (spec.kind, number) {
                 (FileType::Directory, Some(n)) if parent == MOUNT_ROOT => {
                     let ino = verset::create_module(tx, n, ctx, spec.perm, now).await?;
+                    self.announce(tx, &[Note::Entry(parent, name.to_vec()), Note::Inode(parent)])
+                        .await?;
                     self.attr_tx(tx, ino).await
                 }
                 (FileType::Directory, Some(n)) => match verset::module_of_dir(tx, parent).await? {
                     Some(module) => {
                         let ino = verset::create_verset(tx, module, parent, n, ctx, spec.perm, now).await?;
+                        self.announce(tx, &[Note::Entry(parent, name.to_vec()), Note::Inode(parent)])
+                            .await?;
                         self.attr_tx(tx, ino).await
                     }
                     None => Err(VfsError::NotPermitted.into()),
@@ -105,6 +110,8 @@ impl<S: BlockStore> PgFs<S> {
         tree::add_entry(tx, parent, name, ino).await?;
         let delta = i64::from(spec.kind == FileType::Directory);
         tree::touch_dir(tx, parent, delta, now).await?;
+        self.announce(tx, &[Note::Entry(parent, name.to_vec()), Note::Inode(parent)])
+            .await?;
         self.attr_tx(tx, ino).await
     }
 
@@ -155,6 +162,12 @@ impl<S: BlockStore> PgFs<S> {
         if left == 0 && (dir || !self.is_open(victim.ino)) {
             tree::reap(tx, &self.store, victim.ino).await?;
         }
+        let notes = [
+            Note::Entry(parent, name.to_vec()),
+            Note::Inode(parent),
+            Note::Inode(victim.ino),
+        ];
+        self.announce(tx, &notes).await?;
         Ok(())
     }
 
@@ -236,6 +249,15 @@ impl<S: BlockStore> PgFs<S> {
             tree::touch_dir(tx, newparent, dnp, now).await?;
             tree::touch_ctime(tx, src.ino, now).await?;
             tree::touch_ctime(tx, d.ino, now).await?;
+            let notes = [
+                Note::Entry(parent, name.to_vec()),
+                Note::Entry(newparent, newname.to_vec()),
+                Note::Inode(parent),
+                Note::Inode(newparent),
+                Note::Inode(src.ino),
+                Note::Inode(d.ino),
+            ];
+            self.announce(tx, &notes).await?;
             return Ok(());
         }
         if let Some(d) = dst {
@@ -268,6 +290,15 @@ impl<S: BlockStore> PgFs<S> {
         }
         tree::touch_dir(tx, newparent, np_delta, now).await?;
         tree::touch_ctime(tx, src.ino, now).await?;
+        let mut notes = vec![
+            Note::Entry(parent, name.to_vec()),
+            Note::Entry(newparent, newname.to_vec()),
+            Note::Inode(parent),
+            Note::Inode(newparent),
+            Note::Inode(src.ino),
+        ];
+        notes.extend(dst.map(|d| Note::Inode(d.ino)));
+        self.announce(tx, &notes).await?;
         Ok(())
     }
 
@@ -286,6 +317,7 @@ impl<S: BlockStore> PgFs<S> {
                 &[&ino, &now.secs, &(now.nsecs as i32)],
             )
             .await?;
+            self.announce(tx, &[Note::Inode(ino)]).await?;
         }
         Ok(())
     }
@@ -506,6 +538,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
                 ],
             )
             .await?;
+            self.announce(&tx, &[Note::Inode(n)]).await?;
             self.attr_tx(&tx, n).await?
         })
     }
@@ -651,6 +684,12 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
             tree::add_entry(&tx, np, newname.as_bytes(), n).await?;
             tree::touch_dir(&tx, np, 0, now).await?;
             tree::relink(&tx, n, 1, false, now).await?;
+            let notes = [
+                Note::Entry(np, newname.as_bytes().to_vec()),
+                Note::Inode(np),
+                Note::Inode(n),
+            ];
+            self.announce(&tx, &notes).await?;
             self.attr_tx(&tx, n).await?
         })
     }
@@ -778,6 +817,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
                     &[&n, &(end as i64), &perm, &now.secs, &(now.nsecs as i32)],
                 )
                 .await?;
+                self.announce(&tx, &[Note::Inode(n)]).await?;
             }
             len
         })
@@ -900,6 +940,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
             )
             .await?;
             tree::touch_ctime(&tx, n, now).await?;
+            self.announce(&tx, &[Note::Inode(n)]).await?;
         })
     }
 
@@ -936,6 +977,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
                 return Err(VfsError::NoAttr.into());
             }
             tree::touch_ctime(&tx, n, now).await?;
+            self.announce(&tx, &[Note::Inode(n)]).await?;
         })
     }
 
@@ -978,6 +1020,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
                     &[&n, &(end as i64), &now.secs, &(now.nsecs as i32)],
                 )
                 .await?;
+                self.announce(&tx, &[Note::Inode(n)]).await?;
             } else if mode == punch {
                 data::punch(&tx, &self.store, self.block_size, n, size, offset, length).await?;
                 exec(
@@ -986,6 +1029,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
                     &[&n, &now.secs, &(now.nsecs as i32)],
                 )
                 .await?;
+                self.announce(&tx, &[Note::Inode(n)]).await?;
             }
         })
     }

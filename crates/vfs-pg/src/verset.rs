@@ -151,8 +151,8 @@ impl Command {
 }
 
 /// Copies verset `verset` of module `module` into the next verset number of that module;
-/// returns the new verset's number.
-pub(crate) async fn cpverset(tx: &Transaction<'_>, module: i64, verset: i64, now: Timestamp) -> OpResult<i64> {
+/// returns the new verset's number and the module's directory inode.
+pub(crate) async fn cpverset(tx: &Transaction<'_>, module: i64, verset: i64, now: Timestamp) -> OpResult<(i64, i64)> {
     let module_ino: i64 = match row(tx, "SELECT ino FROM module WHERE number = $1", &[&module]).await? {
         Some(r) => r.try_get(0)?,
         None => return Err(OpError::Fs(VfsError::NotFound)),
@@ -229,7 +229,7 @@ pub(crate) async fn cpverset(tx: &Transaction<'_>, module: i64, verset: i64, now
         &[&dst_id, &module, &next, &new_root],
     )
     .await?;
-    Ok(next)
+    Ok((next, module_ino))
 }
 
 #[cfg(test)]
