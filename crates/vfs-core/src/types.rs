@@ -56,6 +56,36 @@ pub enum FileType {
 }
 
 impl FileType {
+    /// Every type, in the order of [`FileType::code`].
+    pub const ALL: [FileType; 7] = [
+        FileType::Regular,
+        FileType::Directory,
+        FileType::Symlink,
+        FileType::Fifo,
+        FileType::Socket,
+        FileType::CharDevice,
+        FileType::BlockDevice,
+    ];
+
+    /// A small stable number for this type (1 to 7, in the order of [`FileType::ALL`]),
+    /// for formats that store it: vfs-p2p's wire, vfs-pg's rows. Never renumbered.
+    pub const fn code(self) -> u8 {
+        match self {
+            FileType::Regular => 1,
+            FileType::Directory => 2,
+            FileType::Symlink => 3,
+            FileType::Fifo => 4,
+            FileType::Socket => 5,
+            FileType::CharDevice => 6,
+            FileType::BlockDevice => 7,
+        }
+    }
+
+    /// The type of a [`FileType::code`]; `None` for any other number.
+    pub fn from_code(code: u8) -> Option<FileType> {
+        FileType::ALL.into_iter().find(|t| t.code() == code)
+    }
+
     /// The `S_IFMT` bits of this type.
     pub fn mode_bits(self) -> u32 {
         match self {
@@ -521,6 +551,18 @@ pub fn check_symlink_target(target: &OsStr) -> VfsResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_type_codes_are_stable_and_round_trip() {
+        // Stored on the P2P wire and in vfs-pg rows: these numbers never change.
+        let codes: Vec<u8> = FileType::ALL.iter().map(|t| t.code()).collect();
+        assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7]);
+        for t in FileType::ALL {
+            assert_eq!(FileType::from_code(t.code()), Some(t));
+        }
+        assert_eq!(FileType::from_code(0), None);
+        assert_eq!(FileType::from_code(8), None);
+    }
 
     #[test]
     fn name_rejects_what_walks_out() {

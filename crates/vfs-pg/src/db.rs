@@ -296,32 +296,14 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 pub(crate) const ATTR_COLS: &str = "i.ino, i.kind, i.perm, i.nlink, i.uid, i.gid, i.size, i.rdev, i.atime_s, i.atime_ns, i.mtime_s, i.mtime_ns, i.ctime_s, i.ctime_ns";
 
 pub(crate) fn kind_code(kind: FileType) -> i16 {
-    match kind {
-        FileType::Regular => 1,
-        FileType::Directory => 2,
-        FileType::Symlink => 3,
-        FileType::Fifo => 4,
-        FileType::Socket => 5,
-        FileType::CharDevice => 6,
-        FileType::BlockDevice => 7,
-    }
+    i16::from(kind.code())
 }
 
 pub(crate) fn kind_from_code(code: i16) -> OpResult<FileType> {
-    Ok(match code {
-        1 => FileType::Regular,
-        2 => FileType::Directory,
-        3 => FileType::Symlink,
-        4 => FileType::Fifo,
-        5 => FileType::Socket,
-        6 => FileType::CharDevice,
-        7 => FileType::BlockDevice,
-        other => {
-            return Err(OpError::Fs(VfsError::Io(format!(
-                "inode row with unknown kind {other}"
-            ))));
-        }
-    })
+    u8::try_from(code)
+        .ok()
+        .and_then(FileType::from_code)
+        .ok_or_else(|| OpError::Fs(VfsError::Io(format!("inode row with unknown kind {code}"))))
 }
 
 fn ts(s: i64, ns: i32) -> Timestamp {

@@ -23,16 +23,7 @@ use super::{
 use crate::transport::MAX_FRAME;
 
 fn file_type_from(code: u8) -> WireResult<FileType> {
-    Ok(match code {
-        1 => FileType::Regular,
-        2 => FileType::Directory,
-        3 => FileType::Symlink,
-        4 => FileType::Fifo,
-        5 => FileType::Socket,
-        6 => FileType::CharDevice,
-        7 => FileType::BlockDevice,
-        _ => return Err(WireError::Invalid("file type")),
-    })
+    FileType::from_code(code).ok_or(WireError::Invalid("file type"))
 }
 
 // ---------------------------------------------------------------------------------------

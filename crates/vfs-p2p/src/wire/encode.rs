@@ -59,7 +59,7 @@ impl Enc {
     }
     fn attr(&mut self, a: &Attr) {
         self.ino(a.ino);
-        self.u8(file_type_code(a.kind));
+        self.u8(a.kind.code());
         self.u16(a.perm);
         self.u32(a.nlink);
         self.u32(a.uid);
@@ -84,7 +84,7 @@ impl Enc {
     }
     fn entry(&mut self, e: &DirEntry) {
         self.ino(e.ino);
-        self.u8(file_type_code(e.kind));
+        self.u8(e.kind.code());
         self.u64(e.cookie);
         self.bytes16(e.name.as_bytes(), MAX_STR);
     }
@@ -111,18 +111,6 @@ impl Enc {
                 self.attr(attr);
             }
         }
-    }
-}
-
-fn file_type_code(t: FileType) -> u8 {
-    match t {
-        FileType::Regular => 1,
-        FileType::Directory => 2,
-        FileType::Symlink => 3,
-        FileType::Fifo => 4,
-        FileType::Socket => 5,
-        FileType::CharDevice => 6,
-        FileType::BlockDevice => 7,
     }
 }
 
