@@ -50,8 +50,7 @@ struct Args {
 
 /// The canonical path of an existing directory, or one line saying what is wrong.
 fn directory(path: &Path, what: &str) -> PathBuf {
-    let canon = std::fs::canonicalize(path)
-        .unwrap_or_else(|e| common::fail(format!("{what} {}: {e}", path.display())));
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|e| common::fail(format!("{what} {}: {e}", path.display())));
     if !canon.is_dir() {
         common::fail(format!("{what} {} is not a directory", path.display()));
     }
@@ -75,7 +74,11 @@ fn main() {
         lowers.push(lower);
     }
     let mountpoint = directory(&args.mountpoint, "mount point");
-    if lowers.iter().chain([&upper]).any(|d| d.starts_with(&mountpoint) || mountpoint.starts_with(d)) {
+    if lowers
+        .iter()
+        .chain([&upper])
+        .any(|d| d.starts_with(&mountpoint) || mountpoint.starts_with(d))
+    {
         common::fail("the mount point must be outside every layer (and no layer inside it)");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

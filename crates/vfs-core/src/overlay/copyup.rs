@@ -143,14 +143,28 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         let tmp = self.next_work_name();
         let (a, fh) = self
             .upper
-            .create(&CTX, self.meta.work, name(&tmp), 0o600, 0, OpenFlags::RDWR.with(libc::O_EXCL))
+            .create(
+                &CTX,
+                self.meta.work,
+                name(&tmp),
+                0o600,
+                0,
+                OpenFlags::RDWR.with(libc::O_EXCL),
+            )
             .await?;
         let written = write_all(&self.upper, a.ino, fh, 0, &bytes).await;
         self.upper.release(&CTX, a.ino, fh).await?;
         written?;
         let key = u.0.to_string();
         self.upper
-            .rename(&CTX, self.meta.work, name(&tmp), self.meta.inodes, name(&key), RenameFlags::NONE)
+            .rename(
+                &CTX,
+                self.meta.work,
+                name(&tmp),
+                self.meta.inodes,
+                name(&key),
+                RenameFlags::NONE,
+            )
             .await?;
         self.index_record(u, &rec)?;
         self.record_files.lock().insert(u, a.ino);

@@ -22,7 +22,13 @@ use crate::vfs::VirtualFs;
 const CHUNK: u64 = 1 << 20;
 
 /// Writes all of `data` at `offset`.
-pub(crate) async fn write_all<F: VirtualFs>(fs: &F, ino: Ino, fh: Fh, mut offset: u64, mut data: &[u8]) -> VfsResult<()> {
+pub(crate) async fn write_all<F: VirtualFs>(
+    fs: &F,
+    ino: Ino,
+    fh: Fh,
+    mut offset: u64,
+    mut data: &[u8],
+) -> VfsResult<()> {
     while !data.is_empty() {
         let n = fs.write(&CTX, ino, fh, offset, data).await?;
         if n == 0 {
@@ -36,7 +42,8 @@ pub(crate) async fn write_all<F: VirtualFs>(fs: &F, ino: Ino, fh: Fh, mut offset
 
 /// Reads `[offset, offset + len)`, fewer bytes only at end of file.
 pub(crate) async fn read_full<F: VirtualFs>(fs: &F, ino: Ino, fh: Fh, offset: u64, len: u64) -> VfsResult<BytesMut> {
-    let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    // `len` may be `u64::MAX` ("to the end"): reserve at most one chunk up front.
+    let mut out = BytesMut::with_capacity(usize::try_from(len.min(CHUNK)).unwrap_or(0));
     while (out.len() as u64) < len {
         let want = (len - out.len() as u64).min(CHUNK) as u32;
         let got = fs.read(&CTX, ino, fh, offset + out.len() as u64, want).await?;
@@ -107,7 +114,10 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         let lower = &self.lowers[origin.layer];
         let mut ino = Ino::ROOT;
         for comp in origin.path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
-            ino = lower.lookup(&CTX, ino, crate::types::Name::from_bytes(comp)?).await?.ino;
+            ino = lower
+                .lookup(&CTX, ino, crate::types::Name::from_bytes(comp)?)
+                .await?
+                .ino;
         }
         let l = (origin.layer, ino);
         node.st.lock().lower = Some(l);
@@ -340,7 +350,11 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
     }
 
     fn block_of(&self, u: Ino) -> Option<u64> {
-        self.records.lock().get(&u).and_then(|r| r.map.as_ref()).map(|m| m.block)
+        self.records
+            .lock()
+            .get(&u)
+            .and_then(|r| r.map.as_ref())
+            .map(|m| m.block)
     }
 
     /// Writes `data` at `offset` into the upper file of `node` (already copied up).
@@ -362,7 +376,11 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
             let Some(m) = recs.get(&u).and_then(|r| r.map.as_ref()) else {
                 return Ok(());
             };
-            (m.lower_len, m.block, m.from_lower(size / m.block) && size % m.block != 0)
+            (
+                m.lower_len,
+                m.block,
+                m.from_lower(size / m.block) && size % m.block != 0,
+            )
         };
         if size >= lower_len {
             return Ok(());
@@ -375,6 +393,7 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         if let Some(m) = self.records.lock().get_mut(&u).and_then(|r| r.map.as_mut()) {
             m.lower_len = size;
         }
-        self.patch_record(u, Record::LOWER_LEN_OFFSET, &size.to_le_bytes()).await
+        self.patch_record(u, Record::LOWER_LEN_OFFSET, &size.to_le_bytes())
+            .await
     }
 }

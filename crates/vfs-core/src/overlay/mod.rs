@@ -54,7 +54,8 @@ use crate::error::{VfsError, VfsResult};
 use crate::types::{FileType, Ino, Name, RequestCtx};
 use crate::vfs::{InodeStability, VirtualFs};
 
-use handles::Handles;
+use crate::fh_table::FhTable;
+use handles::Handle;
 use node::{Node, NodeState};
 use record::Record;
 
@@ -137,7 +138,7 @@ pub struct Overlay<U, L> {
     by_origin: Mutex<HashMap<Ino, Ino>>,
     /// Upper inode number of each record file.
     record_files: Mutex<HashMap<Ino, Ino>>,
-    handles: Handles,
+    handles: FhTable<Handle>,
     barrier: OpBarrier,
     counters: Counters,
     work_seq: AtomicU64,
@@ -217,7 +218,7 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
             records: Mutex::new(HashMap::new()),
             by_origin: Mutex::new(HashMap::new()),
             record_files: Mutex::new(HashMap::new()),
-            handles: Handles::default(),
+            handles: FhTable::new(),
             barrier: OpBarrier::new(),
             counters,
             work_seq: AtomicU64::new(0),
@@ -265,7 +266,11 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
             }
             let n = Name::new(&e.name)?;
             // A copy-up interrupted after its record was written: the record goes too.
-            match self.upper.unlink(&CTX, self.meta.inodes, name(&e.ino.0.to_string())).await {
+            match self
+                .upper
+                .unlink(&CTX, self.meta.inodes, name(&e.ino.0.to_string()))
+                .await
+            {
                 Ok(()) | Err(VfsError::NotFound) => {}
                 Err(e) => return Err(e),
             }
@@ -286,7 +291,9 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
                 continue;
             }
             let Ok(upper_ino) = text.parse::<u64>() else {
-                return Err(VfsError::Io(format!("overlay: foreign file {text} in the record directory")));
+                return Err(VfsError::Io(format!(
+                    "overlay: foreign file {text} in the record directory"
+                )));
             };
             let a = self.upper.lookup(&CTX, self.meta.inodes, Name::new(&e.name)?).await?;
             let bytes = data::read_whole(&self.upper, a.ino).await?;
@@ -343,7 +350,10 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
 
     fn inode_stability_of_layers(&self) -> InodeStability {
         let all_stable = self.upper.inode_stability() == InodeStability::Stable
-            && self.lowers.iter().all(|l| l.inode_stability() == InodeStability::Stable);
+            && self
+                .lowers
+                .iter()
+                .all(|l| l.inode_stability() == InodeStability::Stable);
         if all_stable {
             InodeStability::Stable
         } else {

@@ -18,6 +18,7 @@ use super::names::Found;
 use super::node::{Node, NodeState, join};
 use super::{CTX, Layer, META_DIR, Overlay, ovl_ino};
 use crate::error::{VfsError, VfsResult};
+use crate::lock_order::{Locked, Unlocked};
 use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
     XattrSet,
@@ -114,7 +115,14 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         }
     }
 
-    async fn open_node(&self, ctx: &RequestCtx, node: &Arc<Node>, flags: OpenFlags, ns_held: bool) -> VfsResult<Fh> {
+    async fn open_node(
+        &self,
+        tok: &mut Locked<Unlocked>,
+        ctx: &RequestCtx,
+        node: &Arc<Node>,
+        flags: OpenFlags,
+        ns_held: bool,
+    ) -> VfsResult<Fh> {
         let access = flags.access();
         if node.kind == FileType::Directory && access.can_write() {
             return Err(VfsError::IsDir);
@@ -145,16 +153,7 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
                     let _d = node.data.lock().await;
                     self.truncate_map(node, u, 0).await?;
                     let fh = node.st.lock().upper_fh;
-                    self.upper
-                        .setattr(
-                            &CTX,
-                            u,
-                            SetAttr {
-                                fh,
-                                ..SetAttr::size(0)
-                            },
-                        )
-                        .await?;
+                    self.upper.setattr(&CTX, u, SetAttr { fh, ..SetAttr::size(0) }).await?;
                 }
             }
             ticket.complete();
@@ -165,11 +164,14 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
             self.upper_fh(node).await?;
         }
         node.st.lock().opens += 1;
-        Ok(self.handles.insert(Handle {
-            ino: node.ino,
-            access,
-            append: flags.append(),
-        }))
+        Ok(self.handles.insert(
+            tok,
+            node.ino,
+            Handle {
+                access,
+                append: flags.append(),
+            },
+        ))
     }
 
     /// Drops a node nobody refers to any more.
@@ -210,10 +212,14 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
                 cookie: 2,
             },
         ];
-        if cookie >= 2 {
-            all.clear();
-        }
-        all.extend(self.merged_entries(node).await?.into_iter().filter(|e| e.cookie > cookie));
+        // Cookie 1 resumes after `.`, 2 after `..` (a page of one entry must move on).
+        all.retain(|e| e.cookie > cookie);
+        all.extend(
+            self.merged_entries(node)
+                .await?
+                .into_iter()
+                .filter(|e| e.cookie > cookie),
+        );
         all.truncate(max);
         Ok(all)
     }
@@ -271,6 +277,8 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
     }
 
     async fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let node = self.node(ino)?;
         let ticket = self.barrier.begin_write(ino);
         ticket.wait_turn_async().await;
@@ -290,7 +298,7 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
         }
         let fh = match set.fh {
             Some(fh) => {
-                self.handles.get(ino, fh)?;
+                self.handles.get(&mut tok, ino, fh)?;
                 node.st.lock().upper_fh
             }
             None => None,
@@ -558,8 +566,10 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
     }
 
     async fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let node = self.node(ino)?;
-        self.open_node(ctx, &node, flags, false).await
+        self.open_node(&mut tok, ctx, &node, flags, false).await
     }
 
     async fn create(
@@ -571,6 +581,8 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
         umask: u32,
         flags: OpenFlags,
     ) -> VfsResult<(Attr, Fh)> {
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
         let _ns = self.ns.write().await;
         let p = self.node(parent)?;
         if let Some(found) = self.resolve(&p, name).await? {
@@ -581,7 +593,7 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
                 return Err(VfsError::IsDir);
             }
             let node = self.register(&p, name, &found, true);
-            let fh = self.open_node(ctx, &node, flags, true).await?;
+            let fh = self.open_node(&mut tok, ctx, &node, flags, true).await?;
             return Ok((self.attr_of(&node).await?, fh));
         }
         let (pu, _) = self.prepare_new(ctx, &p, name).await?;
@@ -602,16 +614,21 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
             self.upper.release(&CTX, a.ino, ufh).await?;
         }
         node.st.lock().opens += 1;
-        let fh = self.handles.insert(Handle {
-            ino: node.ino,
-            access: flags.access(),
-            append: flags.append(),
-        });
+        let fh = self.handles.insert(
+            &mut tok,
+            node.ino,
+            Handle {
+                access: flags.access(),
+                append: flags.append(),
+            },
+        );
         Ok((attr, fh))
     }
 
     async fn read(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let h = self.handles.get(ino, fh)?;
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let h = self.handles.get(&mut tok, ino, fh)?;
         if !h.access.can_read() {
             return Err(VfsError::BadHandle);
         }
@@ -624,7 +641,9 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
     }
 
     async fn write(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        let h = self.handles.get(ino, fh)?;
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let h = self.handles.get(&mut tok, ino, fh)?;
         if !h.access.can_write() {
             return Err(VfsError::BadHandle);
         }
@@ -650,7 +669,9 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
     }
 
     async fn fsync(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, datasync: bool) -> VfsResult<()> {
-        self.handles.get(ino, fh)?;
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.handles.get(&mut tok, ino, fh)?;
         let node = self.node(ino)?;
         let Some(u) = node.upper() else {
             // Nothing of this file is in the upper: nothing to make durable.
@@ -662,7 +683,9 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
     }
 
     async fn release(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh) -> VfsResult<()> {
-        self.handles.remove(ino, fh)?;
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.handles.remove(&mut tok, ino, fh)?;
         let node = self.node(ino)?;
         let last = {
             let mut st = node.st.lock();
@@ -682,13 +705,7 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
         self.list(&node, cookie, max).await
     }
 
-    async fn readdirplus(
-        &self,
-        _ctx: &RequestCtx,
-        ino: Ino,
-        cookie: u64,
-        max: usize,
-    ) -> VfsResult<Vec<DirEntryPlus>> {
+    async fn readdirplus(&self, _ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntryPlus>> {
         let _ns = self.ns.read().await;
         let node = self.node(ino)?;
         let mut out = Vec::new();
@@ -761,7 +778,9 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
         length: u64,
         mode: i32,
     ) -> VfsResult<()> {
-        let h = self.handles.get(ino, fh)?;
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let h = self.handles.get(&mut tok, ino, fh)?;
         if !h.access.can_write() {
             return Err(VfsError::BadHandle);
         }

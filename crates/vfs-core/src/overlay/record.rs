@@ -114,7 +114,11 @@ impl Record {
         out.push(flags);
         let origin = self.origin.as_ref();
         out.push(origin.map_or(0, |o| u8::try_from(o.layer).unwrap_or(u8::MAX)));
-        out.extend_from_slice(&u16::try_from(origin.map_or(0, |o| o.path.len())).unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(
+            &u16::try_from(origin.map_or(0, |o| o.path.len()))
+                .unwrap_or(0)
+                .to_le_bytes(),
+        );
         out.extend_from_slice(&origin.map_or(0, |o| o.ino.0).to_le_bytes());
         if let Some(o) = origin {
             out.extend_from_slice(&o.path);
