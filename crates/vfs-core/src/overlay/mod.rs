@@ -72,9 +72,8 @@ pub struct OverlayOptions {
     /// Copy-up granularity in bytes (a power of two, at least 512). New block maps use
     /// it; a file copied up earlier keeps the size it was copied up with.
     pub block_size: u32,
-    /// Reads of blocks not yet in the upper copy them up (off by default: reads never
-    /// grow the upper). A file never written stays in the lower layer either way unless
-    /// this is on.
+    /// Reads of blocks not yet in the upper copy them up, the file itself first if it
+    /// is only in a lower layer (off by default: reads never grow the upper).
     pub materialize_on_read: bool,
 }
 

@@ -637,6 +637,11 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
         if node.kind == FileType::Directory {
             return Err(VfsError::IsDir);
         }
+        if self.opts.materialize_on_read && node.upper().is_none() {
+            // Materialize-on-read: the file is copied up (sparse) so its blocks can be.
+            let _ns = self.ns.write().await;
+            self.copy_up(&node, false).await?;
+        }
         self.read_data(&node, offset, size).await
     }
 

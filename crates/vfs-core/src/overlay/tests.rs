@@ -358,6 +358,7 @@ async fn truncate_hides_lower_bytes_and_materialize_on_read_is_an_option() {
 
     let lower = MemFs::new();
     mkfile(&lower, Ino::ROOT, "g", &data).await;
+    mkfile(&lower, Ino::ROOT, "h", &data).await;
     let fs = Overlay::open(
         MemFs::new(),
         vec![lower],
@@ -375,6 +376,12 @@ async fn truncate_hides_lower_bytes_and_materialize_on_read_is_an_option() {
     let got = read_all(&fs, g.ino, fh).await;
     assert_eq!(&got[1..], &data[1..]);
     assert_eq!(fs.block_status(g.ino), Some((2, 2)), "the read materialized the rest");
+    // A file never written is copied up by its first read too.
+    let h = fs.lookup(&CTX, Ino::ROOT, nm("h")).await.expect("h");
+    let fh = fs.open(&CTX, h.ino, OpenFlags::RDONLY).await.expect("open h");
+    let page = fs.read(&CTX, h.ino, fh, BLOCK, 10).await.expect("read h");
+    assert_eq!(&page[..], &data[BLOCK as usize..BLOCK as usize + 10]);
+    assert_eq!(fs.block_status(h.ino), Some((1, 2)), "the read block only");
 }
 
 /// Every regular file under `dir`: (relative path, FNV-1a of mode, size, mtime and bytes).
