@@ -241,12 +241,14 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         let mut pos = start;
         while pos < end {
             let k = pos / m.block;
-            let (src, stop) = if m.from_lower(k) {
-                (Src::Lower, ((k + 1) * m.block).min(m.lower_len))
-            } else if pos < m.lower_len {
-                (Src::Upper, (k + 1) * m.block)
-            } else {
+            // Past `lower_len` first: the last lower block may end before its block does
+            // (checked after `from_lower`, a read from there never moved on).
+            let (src, stop) = if pos >= m.lower_len {
                 (Src::Upper, end)
+            } else if m.from_lower(k) {
+                (Src::Lower, ((k + 1) * m.block).min(m.lower_len))
+            } else {
+                (Src::Upper, (k + 1) * m.block)
             };
             let stop = stop.min(end);
             match out.last_mut() {

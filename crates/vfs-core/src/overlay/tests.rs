@@ -534,3 +534,44 @@ async fn bad_configurations_are_errors() {
     };
     assert!(Overlay::open(MemFs::new(), vec![MemFs::new()], bad).await.is_err());
 }
+
+/// A file shorter than a block, copied up by an append: the read of the whole file must
+/// end (the span after the lower bytes is the upper's). Found on a real mount, where
+/// `cat` of an appended lower file spun forever in `spans`; with the `pos >= lower_len`
+/// case of `spans` moved back after `from_lower`, this test times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_to_a_short_lower_file_reads_back_whole() {
+    let lower = MemFs::new();
+    mkfile(&lower, Ino::ROOT, "short", b"hi\n").await;
+    let fs = mem_overlay(vec![lower]).await;
+    let a = fs.lookup(&CTX, Ino::ROOT, nm("short")).await.expect("lookup");
+    let fh = fs
+        .open(&CTX, a.ino, OpenFlags::WRONLY.with(libc::O_APPEND))
+        .await
+        .expect("open append");
+    fs.write(&CTX, a.ino, fh, 0, b"more\n").await.expect("append");
+    fs.release(&CTX, a.ino, fh).await.expect("release");
+    let fh = fs.open(&CTX, a.ino, OpenFlags::RDONLY).await.expect("open");
+    // On a thread of its own: a read that spins never yields, so only another thread can
+    // see that it does not end (the spinning thread dies with the test process).
+    let fs = Arc::new(fs);
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let fs = Arc::clone(&fs);
+        let ino = a.ino;
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let _ = tx.send(rt.block_on(fs.read(&CTX, ino, fh, 0, 4096)));
+        });
+    }
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the read ends within 10 s")
+        .expect("read");
+    assert_eq!(&got[..], b"hi\nmore\n");
+    assert_eq!(
+        fs.block_status(a.ino),
+        Some((0, 1)),
+        "nothing of the lower block copied"
+    );
+}
