@@ -370,6 +370,32 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         u32::try_from(data.len()).map_err(|_| VfsError::TooBig)
     }
 
+    /// `fallocate` of the upper file of `node` (already copied up). A mode that changes
+    /// bytes (punch hole, zero range) makes the range's lower blocks upper blocks first:
+    /// those it covers partly are copied up, then the range is marked materialized (the
+    /// upper's zeros are its contents from then on), as a write of zeros would.
+    pub(crate) async fn fallocate_data(
+        &self,
+        node: &Node,
+        u: Ino,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> VfsResult<()> {
+        let _data = node.data.lock().await;
+        let changes_bytes = mode & !libc::FALLOC_FL_KEEP_SIZE != 0;
+        if changes_bytes {
+            let ks = self.unmaterialized(u, offset, length, true);
+            self.fill_blocks(node, u, &ks).await?;
+        }
+        let (_, ufh) = self.upper_fh(node).await?;
+        self.upper.fallocate(&CTX, u, ufh, offset, length, mode).await?;
+        if changes_bytes {
+            self.mark(u, offset, length).await?;
+        }
+        Ok(())
+    }
+
     /// Before upper file `u` is truncated to `size`: lower data past `size` must never
     /// show again, so the block holding `size` is materialized and `lower_len` lowered.
     pub(crate) async fn truncate_map(&self, node: &Node, u: Ino, size: u64) -> VfsResult<()> {

@@ -789,10 +789,6 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
         if !h.access.can_write() {
             return Err(VfsError::BadHandle);
         }
-        if mode != 0 {
-            // Punching or zeroing would have to materialize blocks first.
-            return Err(VfsError::Unsupported);
-        }
         let ticket = self.barrier.begin_write(ino);
         ticket.wait_turn_async().await;
         let node = self.node(ino)?;
@@ -803,10 +799,7 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
                 self.copy_up(&node, false).await?
             }
         };
-        let _d = node.data.lock().await;
-        let (_, ufh) = self.upper_fh(&node).await?;
-        self.upper.fallocate(&CTX, u, ufh, offset, length, 0).await?;
-        drop(_d);
+        self.fallocate_data(&node, u, offset, length, mode).await?;
         ticket.complete();
         Ok(())
     }

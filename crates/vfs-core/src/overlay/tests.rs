@@ -207,8 +207,9 @@ async fn seed001_getattr_after_an_extending_write_returns_the_new_size() {
 /// whatever order they ran, and a read issued after a write could run before it. Here a
 /// slow write issued first still applies before a fast one issued after it, a read issued
 /// after both sees both, and the per-inode state is gone when the kernel forgets the
-/// inode. With the `wait_turn_async` of `write` removed, the slow write lands last and
-/// this test fails; with the `read_async` of `read` removed, the read sees old bytes.
+/// inode. With the `read_async` of `read` removed, the read sees old bytes and this test
+/// fails (checked). With only the `wait_turn_async` of `write` removed it still passes:
+/// the per-node data lock, taken in issue order here, also keeps the two writes in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed001_writes_apply_in_issue_order_and_reads_see_earlier_writes() {
     let (fs, ino) = slow_overlay().await;
