@@ -245,7 +245,7 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
             // (checked after `from_lower`, a read from there never moved on).
             let (src, stop) = if pos >= m.lower_len {
                 (Src::Upper, end)
-            } else if m.from_lower(k) {
+            } else if m.in_lower(k) {
                 (Src::Lower, ((k + 1) * m.block).min(m.lower_len))
             } else {
                 (Src::Upper, (k + 1) * m.block)
@@ -272,11 +272,11 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         }
         let end = offset.saturating_add(len);
         (offset / m.block..=(end - 1) / m.block)
-            .filter(|&k| m.from_lower(k))
+            .filter(|&k| m.in_lower(k))
             .filter(|&k| {
                 let bs = k * m.block;
                 let be = (bs + m.block).min(m.lower_len);
-                !partial_only || !(offset <= bs && end >= be)
+                !(partial_only && offset <= bs && end >= be)
             })
             .collect()
     }
@@ -407,7 +407,7 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
             (
                 m.lower_len,
                 m.block,
-                m.from_lower(size / m.block) && size % m.block != 0,
+                m.in_lower(size / m.block) && !size.is_multiple_of(m.block),
             )
         };
         if size >= lower_len {

@@ -54,7 +54,7 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
             lower_dirs: found.lower_dirs.clone(),
             ..NodeState::default()
         };
-        Arc::into_inner(Node::new(found.ino, found.kind, st)).unwrap_or_else(|| unreachable_probe())
+        Arc::into_inner(Node::new(found.ino, found.kind, st)).unwrap_or_else(unreachable_probe)
     }
 
     /// Checks that `ctx` may change entries of directory `p`.

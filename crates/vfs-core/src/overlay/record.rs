@@ -55,7 +55,7 @@ impl BlockMap {
     }
 
     /// Whether block `k` must be read from the lower layer.
-    pub fn from_lower(&self, k: u64) -> bool {
+    pub fn in_lower(&self, k: u64) -> bool {
         if k.saturating_mul(self.block) >= self.lower_len {
             return false;
         }
@@ -108,9 +108,9 @@ impl Record {
         let map = self.map.as_ref();
         out.extend_from_slice(&map.map_or(0, |m| m.lower_len).to_le_bytes());
         out.extend_from_slice(&u32::try_from(map.map_or(0, |m| m.block)).unwrap_or(0).to_le_bytes());
-        let flags = u8::from(self.opaque) * FLAG_OPAQUE
-            | u8::from(self.origin.is_some()) * FLAG_ORIGIN
-            | u8::from(map.is_some()) * FLAG_MAP;
+        let flags = (u8::from(self.opaque) * FLAG_OPAQUE)
+            | (u8::from(self.origin.is_some()) * FLAG_ORIGIN)
+            | (u8::from(map.is_some()) * FLAG_MAP);
         out.push(flags);
         let origin = self.origin.as_ref();
         out.push(origin.map_or(0, |o| u8::try_from(o.layer).unwrap_or(u8::MAX)));
@@ -186,7 +186,7 @@ mod tests {
     fn records_round_trip_and_bad_bytes_are_errors() {
         let mut map = BlockMap::new(4096, 10_000);
         assert_eq!(map.bits.len(), 1);
-        assert!(map.from_lower(2) && !map.from_lower(3));
+        assert!(map.in_lower(2) && !map.in_lower(3));
         assert_eq!(map.set(1), Some(0));
         assert_eq!(map.set(1), None);
         let r = Record {
