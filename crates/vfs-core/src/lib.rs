@@ -20,6 +20,7 @@ pub mod lock_order;
 pub mod memfs;
 pub mod meta;
 pub mod notify;
+pub mod overlay;
 pub mod pool;
 mod sharded;
 pub mod sync;
