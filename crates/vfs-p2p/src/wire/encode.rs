@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
-use vfs_core::{Attr, DirEntry, FileType, Ino, SetAttr, SetTime, Timestamp};
+use vfs_core::{Attr, DirEntry, Ino, SetAttr, SetTime, Timestamp};
 
 use super::frame::{
     Frame, K_CANCEL, K_DATA, K_GOAWAY, K_NOTIFY, K_PING, K_PONG, K_REPLY, K_REQUEST, Op, Reply, WireChange,
