@@ -21,6 +21,7 @@ pub mod memfs;
 pub mod meta;
 pub mod notify;
 pub mod pool;
+pub mod readonly;
 pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -29,6 +30,7 @@ pub mod vfs;
 
 pub use error::{Errno, VfsError, VfsResult};
 pub use invalidate::{Invalidator, NoInvalidator};
+pub use readonly::ReadOnly;
 pub use types::*;
 pub use vfs::{InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr};
 

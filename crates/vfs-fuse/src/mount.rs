@@ -8,6 +8,9 @@
 //! - **Failures to mount are one clear line each** ([`MountError`]): a missing mount
 //!   point, one that is not a directory, no `/dev/fuse`, no `fusermount3` (with the
 //!   Debian package to install).
+//! - **Nor its process.** With [`MountOptions::auto_unmount`] (the default) a mount whose
+//!   serving process dies, even by SIGKILL, is unmounted by `fusermount3` at once, so
+//!   nobody meets "Transport endpoint is not connected".
 //! - The backend runs on a tokio runtime owned by the mount, so mounting works from
 //!   inside or outside another runtime, and the invalidation thread stops with the mount.
 
@@ -60,7 +63,7 @@ fn in_path(name: &str) -> bool {
 }
 
 /// The checks that turn the common mistakes into one clear line before anything is tried.
-fn preflight(mountpoint: &Path) -> Result<(), MountError> {
+fn preflight(mountpoint: &Path, auto_unmount: bool) -> Result<(), MountError> {
     match std::fs::metadata(mountpoint) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(MountError::MountpointMissing(mountpoint.to_path_buf()));
@@ -77,8 +80,9 @@ fn preflight(mountpoint: &Path) -> Result<(), MountError> {
     if !Path::new("/dev/fuse").exists() {
         return Err(MountError::NoDevFuse);
     }
-    // Root mounts with mount(2) itself; everyone else goes through the setuid helper.
-    if !rustix::process::geteuid().is_root() && !in_path("fusermount3") {
+    // Root mounts with mount(2) itself; everyone else, and every mount that unmounts by
+    // itself when its process dies, goes through the setuid helper.
+    if (auto_unmount || !rustix::process::geteuid().is_root()) && !in_path("fusermount3") {
         return Err(MountError::NoFusermount);
     }
     Ok(())
@@ -92,6 +96,8 @@ pub struct Mount {
     invalidator: Arc<QueuedInvalidator>,
     inval_thread: Option<JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Mounted with `auto_unmount`: unmounting is ours to do (see [`Mount::shutdown`]).
+    auto_unmount: bool,
 }
 
 /// Mounts `fs` on `mountpoint` and serves it until the returned [`Mount`] is dropped or
@@ -100,7 +106,7 @@ pub struct Mount {
 /// Errors: [`MountError`], one line each.
 pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &MountOptions) -> Result<Mount, MountError> {
     let mountpoint = mountpoint.as_ref();
-    preflight(mountpoint)?;
+    preflight(mountpoint, opts.auto_unmount)?;
     let io_err = |source: io::Error| MountError::Io {
         path: mountpoint.to_path_buf(),
         source,
@@ -131,6 +137,7 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
         invalidator,
         inval_thread: Some(inval_thread),
         runtime: Some(runtime),
+        auto_unmount: opts.auto_unmount,
     })
 }
 
@@ -170,18 +177,48 @@ impl Mount {
             let _ = t.join();
         }
         let mut result = Ok(());
-        if let Some(Err(e)) = self.session.take().map(fuser::BackgroundSession::umount_and_join) {
-            debug!(mountpoint = %self.mountpoint.display(), error = %e, "unmount failed; detaching lazily");
-            lazy_detach(&self.mountpoint);
-            result = Err(MountError::Io {
-                path: self.mountpoint.clone(),
-                source: e,
-            });
+        if let Some(session) = self.session.take() {
+            // With auto_unmount, fuser's own unmount only closes the socket to the waiting
+            // fusermount3, and fusermount3 unmounts only a mount whose server is dead (its
+            // mount point answers ENOTCONN): a mount still served is unmounted here, unless
+            // it is gone already (unmounted from outside), so nothing else is ever hit.
+            let own = if self.auto_unmount && !session.guard.is_finished() {
+                unmount_now(&self.mountpoint)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = own.and_then(|()| session.umount_and_join()) {
+                debug!(mountpoint = %self.mountpoint.display(), error = %e, "unmount failed; detaching lazily");
+                lazy_detach(&self.mountpoint);
+                result = Err(MountError::Io {
+                    path: self.mountpoint.clone(),
+                    source: e,
+                });
+            }
         }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
         result
+    }
+}
+
+/// Unmounts `path` now (not lazily: a busy mount is an error), as root directly,
+/// otherwise through `fusermount3 -u`.
+fn unmount_now(path: &Path) -> io::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        return rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()).map_err(io::Error::from);
+    }
+    let out = std::process::Command::new("fusermount3")
+        .args(["-u", "--"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
     }
 }
 
