@@ -45,6 +45,10 @@ struct Args {
     /// Most database connections this mount holds.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Serve read-only: every change is EROFS, in the kernel (`ro`) and in the backend
+    /// (`vfs_core::ReadOnly`), so nothing can write through this mount.
+    #[arg(long)]
+    read_only: bool,
 }
 
 fn main() {
@@ -76,7 +80,13 @@ fn main() {
     let opts = MountOptions {
         allow_other: args.allow_other,
         fsname: Some("vfs-pg".into()),
+        read_only: args.read_only,
         ..MountOptions::default()
     };
-    common::serve_until_stopped("pg", "vfs-pg", Arc::new(fs), mountpoint, &opts);
+    if args.read_only {
+        let fs = Arc::new(vfs_core::ReadOnly::new(fs));
+        common::serve_until_stopped("pg", "vfs-pg, read-only", fs, mountpoint, &opts);
+    } else {
+        common::serve_until_stopped("pg", "vfs-pg", Arc::new(fs), mountpoint, &opts);
+    }
 }
