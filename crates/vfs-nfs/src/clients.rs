@@ -34,7 +34,12 @@ impl ClientNet {
     /// The network of `addr`'s first `prefix` bits (`prefix` at most 32 for IPv4, 128 for
     /// IPv6).
     pub fn new(addr: IpAddr, prefix: u8) -> Result<ClientNet, BadClientNet> {
-        let addr = addr.to_canonical();
+        // `::ffff:a.b.c.d/P` with P >= 96 is the IPv4 network `a.b.c.d/(P - 96)`.
+        let (addr, prefix) = match addr.to_canonical() {
+            IpAddr::V4(v4) if addr.is_ipv6() && prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
+            IpAddr::V4(_) if addr.is_ipv6() => (addr, prefix),
+            canonical => (canonical, prefix),
+        };
         let max = max_prefix(addr);
         if prefix > max {
             return Err(BadClientNet(format!("prefix /{prefix} is longer than {max} bits")));
@@ -89,7 +94,7 @@ impl FromStr for ClientNet {
         };
         let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
         let prefix = match prefix {
-            None => max_prefix(addr.to_canonical()),
+            None => max_prefix(addr),
             Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
                 p.parse::<u8>().map_err(|_| bad("the prefix is not a number of bits"))?
             }
