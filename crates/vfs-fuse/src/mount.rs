@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tracing::debug;
+use tracing::{debug, warn};
 use vfs_core::{Invalidator, VirtualFs};
 
 use crate::adapter::FuseAdapter;
@@ -60,6 +60,15 @@ fn in_path(name: &str) -> bool {
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin"), PathBuf::from("/sbin")])
         .any(|dir| rustix::fs::access(dir.join(name), rustix::fs::Access::EXEC_OK).is_ok())
+}
+
+/// Whether fusermount3 will accept `auto_unmount` from this process: as root always; for
+/// anyone else only if `/etc/fuse.conf` has a `user_allow_other` line (fusermount3 needs
+/// `allow_other` for it).
+fn auto_unmount_possible() -> bool {
+    rustix::process::geteuid().is_root()
+        || std::fs::read_to_string("/etc/fuse.conf")
+            .is_ok_and(|conf| conf.lines().any(|l| l.trim() == "user_allow_other"))
 }
 
 /// The checks that turn the common mistakes into one clear line before anything is tried.
@@ -106,6 +115,23 @@ pub struct Mount {
 /// Errors: [`MountError`], one line each.
 pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &MountOptions) -> Result<Mount, MountError> {
     let mountpoint = mountpoint.as_ref();
+    let fallback;
+    let opts = if opts.auto_unmount && !auto_unmount_possible() {
+        // fusermount3 grants auto_unmount only with allow_other, which it refuses a
+        // non-root user unless /etc/fuse.conf says `user_allow_other`: mount without
+        // it rather than not at all, and say so once.
+        warn!(
+            mountpoint = %mountpoint.display(),
+            "auto_unmount needs root or `user_allow_other` in /etc/fuse.conf; mounting without it (a killed process will leave its mount behind)"
+        );
+        fallback = MountOptions {
+            auto_unmount: false,
+            ..opts.clone()
+        };
+        &fallback
+    } else {
+        opts
+    };
     preflight(mountpoint, opts.auto_unmount)?;
     let io_err = |source: io::Error| MountError::Io {
         path: mountpoint.to_path_buf(),
