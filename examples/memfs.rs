@@ -4,7 +4,10 @@
 //! ```sh
 //! mkdir -p /tmp/memfs && cargo run --release --example memfs -- /tmp/memfs
 //! cargo run --release --example memfs -- /tmp/memfs --local /srv/data --passthrough
+//! cargo run --release --example memfs -- /tmp/memfs --local /srv/data --read-only
 //! ```
+//!
+//! The mount goes away by itself if the program dies, even by SIGKILL (`auto_unmount`).
 //!
 //! Invariant: whatever ends the program (Ctrl-C, SIGTERM, an external `umount`), the
 //! mount is gone when it exits.
@@ -16,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use vfs_core::VirtualFs;
 use vfs_core::localfs::LocalFs;
 use vfs_core::memfs::MemFs;
+use vfs_core::{ReadOnly, VirtualFs};
 use vfs_fuse::{Dispatch, MountOptions};
 
 /// Mount MemFs (or a host directory) through FUSE.
@@ -55,6 +58,10 @@ struct Args {
     /// Negative-lookup TTL in seconds (0: a missing name is never cached).
     #[arg(long, default_value_t = 0.0)]
     negative_ttl: f64,
+    /// Serve read-only: every change is EROFS, in the kernel (`ro`) and in the backend
+    /// (`vfs_core::ReadOnly`), so nothing can write through this mount.
+    #[arg(long)]
+    read_only: bool,
 }
 
 fn secs(s: f64, what: &str) -> Duration {
@@ -62,7 +69,15 @@ fn secs(s: f64, what: &str) -> Duration {
         .unwrap_or_else(|_| common::fail(format!("--{what} must be a number of seconds >= 0")))
 }
 
-fn serve<F: VirtualFs>(fs: Arc<F>, what: &str, args: &Args, opts: &MountOptions) {
+fn serve<F: VirtualFs>(fs: F, what: &str, args: &Args, opts: &MountOptions) {
+    if args.read_only {
+        serve_arc(Arc::new(ReadOnly::new(fs)), &format!("{what}, read-only,"), args, opts);
+    } else {
+        serve_arc(Arc::new(fs), what, args, opts);
+    }
+}
+
+fn serve_arc<F: VirtualFs>(fs: Arc<F>, what: &str, args: &Args, opts: &MountOptions) {
     let mount = vfs_fuse::mount(fs, &args.mountpoint, opts).unwrap_or_else(|e| common::fail(e));
     eprintln!(
         "memfs: {what} mounted on {} (Ctrl-C to unmount)",
@@ -92,12 +107,13 @@ fn main() {
         negative_ttl: secs(args.negative_ttl, "negative-ttl"),
         session_threads: args.session_threads,
         dispatch,
+        read_only: args.read_only,
         ..MountOptions::default()
     };
     match &args.local {
         Some(dir) => {
             let fs = LocalFs::new(dir).unwrap_or_else(|e| common::fail(format!("cannot serve {}: {e}", dir.display())));
-            serve(Arc::new(fs), &format!("LocalFs({})", dir.display()), &args, &opts);
+            serve(fs, &format!("LocalFs({})", dir.display()), &args, &opts);
         }
         None => {
             if args.passthrough {
@@ -105,7 +121,7 @@ fn main() {
             }
             // The root belongs to whoever mounts, like a freshly created directory.
             let fs = MemFs::with_root(rustix_ids().0, rustix_ids().1, 0o755);
-            serve(Arc::new(fs), "MemFs", &args, &opts);
+            serve(fs, "MemFs", &args, &opts);
         }
     }
 }

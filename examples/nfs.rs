@@ -13,6 +13,18 @@
 //! `--pg`), file handles survive a restart of this program on the same directory (or
 //! database).
 //!
+//! Who may do what, as the Linux server's exports(5): a client's root acts as `nobody`
+//! (`--squash root`, the default; `--squash all` for every user, `--squash none` to trust
+//! the client's root) with `--anonuid`/`--anongid` to choose that identity; `--read-only`
+//! refuses every change (`NFS3ERR_ROFS`); `--allow-client CIDR` (repeatable) answers only
+//! those addresses, any other gets `AUTH_ERROR` for every call. The in-memory root is
+//! world-writable with the sticky bit (mode 1777, like /tmp), so a squashed client can
+//! create files in it.
+//!
+//! ```sh
+//! cargo run --release --example nfs -- --local /srv/data --read-only --allow-client 192.168.1.0/24
+//! ```
+//!
 //! Invariant: whatever stops it (Ctrl-C, SIGTERM), every backend handle is released before
 //! it exits; a busy port or a missing directory is a one-line error and exit status 1.
 
@@ -24,10 +36,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use vfs_core::VirtualFs;
 use vfs_core::localfs::LocalFs;
 use vfs_core::memfs::MemFs;
-use vfs_nfs::{NfsConfig, NfsServer};
+use vfs_core::{ReadOnly, RequestCtx, VirtualFs};
+use vfs_nfs::{ClientNet, Credentials, NfsConfig, NfsServer};
 
 /// Serve MemFs (or a host directory, or a vfs-pg database) over NFSv3.
 #[derive(Parser, Debug)]
@@ -44,6 +56,47 @@ struct Args {
     /// Address and port to listen on (NFS, MOUNT and portmapper share it).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:11111")]
     listen: SocketAddr,
+    /// Refuse every change (a read-only export: NFS3ERR_ROFS).
+    #[arg(long)]
+    read_only: bool,
+    /// Whose ids are replaced by --anonuid/--anongid: `root` (uid 0 and gid 0, the
+    /// default), `all` (every call), `none` (trust the client's ids, root included).
+    #[arg(long, value_name = "root|all|none", default_value = "root")]
+    squash: String,
+    /// The uid squashed calls (and AUTH_NULL calls) act as.
+    #[arg(long, value_name = "UID", default_value_t = vfs_nfs::NOBODY.uid)]
+    anonuid: u32,
+    /// The gid squashed calls (and AUTH_NULL calls) act as.
+    #[arg(long, value_name = "GID", default_value_t = vfs_nfs::NOBODY.gid)]
+    anongid: u32,
+    /// Serve only clients in this network (`10.0.0.0/8`, `192.168.1.7`, `::1/128`);
+    /// repeatable. Default: every client.
+    #[arg(long = "allow-client", value_name = "CIDR")]
+    allow_clients: Vec<String>,
+}
+
+/// The server's configuration from the command line; a bad value is a one-line error.
+fn config(args: &Args) -> NfsConfig {
+    let anonymous = RequestCtx::new(args.anonuid, args.anongid, 0);
+    let credentials = match args.squash.as_str() {
+        "root" => Credentials::RootSquash { anonymous },
+        "all" => Credentials::Squash(anonymous),
+        "none" => Credentials::FromClient { anonymous },
+        other => common::fail(format!("--squash must be root, all or none, not {other:?}")),
+    };
+    let allow_clients = args
+        .allow_clients
+        .iter()
+        .map(|s| {
+            s.parse::<ClientNet>()
+                .unwrap_or_else(|e| common::fail(format!("--allow-client: {e}")))
+        })
+        .collect();
+    NfsConfig {
+        credentials,
+        allow_clients,
+        ..NfsConfig::default()
+    }
 }
 
 /// Prints `error: ...` on one line and exits with status 1.
@@ -61,9 +114,29 @@ async fn stop_signal() {
     eprintln!("{which}: stopping");
 }
 
-async fn serve<F: VirtualFs>(fs: F, listen: SocketAddr) {
+async fn serve<F: VirtualFs>(fs: F, args: &Args) {
+    let config = config(args);
+    if args.read_only {
+        serve_with(ReadOnly::new(fs), args.listen, config).await;
+    } else {
+        serve_with(fs, args.listen, config).await;
+    }
+}
+
+async fn serve_with<F: VirtualFs>(fs: F, listen: SocketAddr, config: NfsConfig) {
     let source = fs.source_id().to_string();
-    let server = match NfsServer::bind(listen, Arc::new(fs), NfsConfig::default()).await {
+    let who = match config.credentials {
+        Credentials::RootSquash { anonymous } => format!("root squashed to {}:{}", anonymous.uid, anonymous.gid),
+        Credentials::Squash(anonymous) => format!("every user squashed to {}:{}", anonymous.uid, anonymous.gid),
+        Credentials::FromClient { .. } => "client ids trusted, root included".to_string(),
+    };
+    let clients = if config.allow_clients.is_empty() {
+        "every client".to_string()
+    } else {
+        let nets: Vec<String> = config.allow_clients.iter().map(ToString::to_string).collect();
+        format!("clients {}", nets.join(", "))
+    };
+    let server = match NfsServer::bind(listen, Arc::new(fs), config).await {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => common::fail(format!(
             "cannot listen on {listen}: the address is already in use (another server?); choose another with --listen"
@@ -75,7 +148,7 @@ async fn serve<F: VirtualFs>(fs: F, listen: SocketAddr) {
         (Err(e), _) | (_, Err(e)) => common::fail(e),
     };
     let ip = listen.ip();
-    println!("serving {source}");
+    println!("serving {source} ({who}; {clients})");
     println!("{url}");
     println!("  list:   nfs-ls \"{url}\"");
     println!("  copy:   nfs-cp FILE \"nfs://{ip}//FILE?nfsport={port}&mountport={port}\"   (libnfs wants two slashes)");
@@ -114,10 +187,10 @@ fn main() {
         }
         match &args.local {
             Some(dir) => match LocalFs::new(dir) {
-                Ok(fs) => serve(fs, args.listen).await,
+                Ok(fs) => serve(fs, &args).await,
                 Err(e) => common::fail(format!("--local {}: {e}", dir.display())),
             },
-            None => serve(MemFs::new(), args.listen).await,
+            None => serve(MemFs::with_root(0, 0, 0o1777), &args).await,
         }
     });
 }

@@ -55,6 +55,11 @@ struct Args {
     /// while the listener reconnects.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     ttl: f64,
+
+    /// Serve read-only: every change is EROFS, in the kernel (`ro`) and in the backend
+    /// (`vfs_core::ReadOnly`), so nothing can write through this mount.
+    #[arg(long)]
+    read_only: bool,
 }
 
 fn main() {
@@ -90,11 +95,20 @@ fn main() {
         fsname: Some("vfs-pg".into()),
         attr_ttl: ttl,
         entry_ttl: ttl,
+        read_only: args.read_only,
         ..MountOptions::default()
     };
-    let fs = Arc::new(fs);
-    // Other mounts' changes (LISTEN/NOTIFY) become kernel invalidations of this mount.
-    common::serve_until_stopped_with("pg", "vfs-pg", Arc::clone(&fs), mountpoint, &opts, |m| {
-        fs.set_invalidator(m.invalidator());
-    });
+    // Other mounts' changes (LISTEN/NOTIFY) become kernel invalidations of this mount, a
+    // read-only one included.
+    if args.read_only {
+        let fs = Arc::new(vfs_core::ReadOnly::new(fs));
+        common::serve_until_stopped_with("pg", "vfs-pg, read-only", Arc::clone(&fs), mountpoint, &opts, |m| {
+            fs.inner().set_invalidator(m.invalidator());
+        });
+    } else {
+        let fs = Arc::new(fs);
+        common::serve_until_stopped_with("pg", "vfs-pg", Arc::clone(&fs), mountpoint, &opts, |m| {
+            fs.set_invalidator(m.invalidator());
+        });
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use vfs_core::memfs::MemFs;
-use vfs_nfs::{NfsConfig, RecordResponder};
+use vfs_nfs::{Credentials, NOBODY, NfsConfig, RecordResponder};
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
@@ -21,7 +21,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| Fixture {
         rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
-        responder: RecordResponder::new(Arc::new(MemFs::new()), NfsConfig::default(), 2049),
+        responder: RecordResponder::new(Arc::new(MemFs::new()), NfsConfig { credentials: Credentials::FromClient { anonymous: NOBODY }, ..NfsConfig::default() }, 2049),
     })
 }
 

@@ -22,6 +22,7 @@ pub mod meta;
 pub mod notify;
 pub mod overlay;
 pub mod pool;
+pub mod readonly;
 mod sharded;
 pub mod sync;
 #[cfg(feature = "testkit")]
@@ -32,6 +33,7 @@ pub mod wrap;
 
 pub use error::{Errno, VfsError, VfsResult};
 pub use invalidate::{Invalidator, NoInvalidator};
+pub use readonly::ReadOnly;
 pub use types::*;
 pub use vfs::{InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr, xattr_namespace_check};
 

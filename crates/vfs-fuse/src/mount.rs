@@ -8,6 +8,9 @@
 //! - **Failures to mount are one clear line each** ([`MountError`]): a missing mount
 //!   point, one that is not a directory, no `/dev/fuse`, no `fusermount3` (with the
 //!   Debian package to install).
+//! - **Nor its process.** With [`MountOptions::auto_unmount`] (the default) a mount whose
+//!   serving process dies, even by SIGKILL, is unmounted by `fusermount3` at once, so
+//!   nobody meets "Transport endpoint is not connected".
 //! - The backend runs on a tokio runtime owned by the mount, so mounting works from
 //!   inside or outside another runtime, and the invalidation thread stops with the mount.
 
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tracing::debug;
+use tracing::{debug, warn};
 use vfs_core::{Invalidator, VirtualFs};
 
 use crate::adapter::FuseAdapter;
@@ -59,8 +62,17 @@ fn in_path(name: &str) -> bool {
         .any(|dir| rustix::fs::access(dir.join(name), rustix::fs::Access::EXEC_OK).is_ok())
 }
 
+/// Whether fusermount3 will accept `auto_unmount` from this process: as root always; for
+/// anyone else only if `/etc/fuse.conf` has a `user_allow_other` line (fusermount3 needs
+/// `allow_other` for it).
+fn auto_unmount_possible() -> bool {
+    rustix::process::geteuid().is_root()
+        || std::fs::read_to_string("/etc/fuse.conf")
+            .is_ok_and(|conf| conf.lines().any(|l| l.trim() == "user_allow_other"))
+}
+
 /// The checks that turn the common mistakes into one clear line before anything is tried.
-fn preflight(mountpoint: &Path) -> Result<(), MountError> {
+fn preflight(mountpoint: &Path, auto_unmount: bool) -> Result<(), MountError> {
     match std::fs::metadata(mountpoint) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(MountError::MountpointMissing(mountpoint.to_path_buf()));
@@ -77,8 +89,9 @@ fn preflight(mountpoint: &Path) -> Result<(), MountError> {
     if !Path::new("/dev/fuse").exists() {
         return Err(MountError::NoDevFuse);
     }
-    // Root mounts with mount(2) itself; everyone else goes through the setuid helper.
-    if !rustix::process::geteuid().is_root() && !in_path("fusermount3") {
+    // Root mounts with mount(2) itself; everyone else, and every mount that unmounts by
+    // itself when its process dies, goes through the setuid helper.
+    if (auto_unmount || !rustix::process::geteuid().is_root()) && !in_path("fusermount3") {
         return Err(MountError::NoFusermount);
     }
     Ok(())
@@ -92,6 +105,8 @@ pub struct Mount {
     invalidator: Arc<QueuedInvalidator>,
     inval_thread: Option<JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Mounted with `auto_unmount`: unmounting is ours to do (see [`Mount::shutdown`]).
+    auto_unmount: bool,
 }
 
 /// Mounts `fs` on `mountpoint` and serves it until the returned [`Mount`] is dropped or
@@ -100,7 +115,24 @@ pub struct Mount {
 /// Errors: [`MountError`], one line each.
 pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &MountOptions) -> Result<Mount, MountError> {
     let mountpoint = mountpoint.as_ref();
-    preflight(mountpoint)?;
+    let fallback;
+    let opts = if opts.auto_unmount && !auto_unmount_possible() {
+        // fusermount3 grants auto_unmount only with allow_other, which it refuses a
+        // non-root user unless /etc/fuse.conf says `user_allow_other`: mount without
+        // it rather than not at all, and say so once.
+        warn!(
+            mountpoint = %mountpoint.display(),
+            "auto_unmount needs root or `user_allow_other` in /etc/fuse.conf; mounting without it (a killed process will leave its mount behind)"
+        );
+        fallback = MountOptions {
+            auto_unmount: false,
+            ..opts.clone()
+        };
+        &fallback
+    } else {
+        opts
+    };
+    preflight(mountpoint, opts.auto_unmount)?;
     let io_err = |source: io::Error| MountError::Io {
         path: mountpoint.to_path_buf(),
         source,
@@ -131,6 +163,7 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
         invalidator,
         inval_thread: Some(inval_thread),
         runtime: Some(runtime),
+        auto_unmount: opts.auto_unmount,
     })
 }
 
@@ -170,18 +203,48 @@ impl Mount {
             let _ = t.join();
         }
         let mut result = Ok(());
-        if let Some(Err(e)) = self.session.take().map(fuser::BackgroundSession::umount_and_join) {
-            debug!(mountpoint = %self.mountpoint.display(), error = %e, "unmount failed; detaching lazily");
-            lazy_detach(&self.mountpoint);
-            result = Err(MountError::Io {
-                path: self.mountpoint.clone(),
-                source: e,
-            });
+        if let Some(session) = self.session.take() {
+            // With auto_unmount, fuser's own unmount only closes the socket to the waiting
+            // fusermount3, and fusermount3 unmounts only a mount whose server is dead (its
+            // mount point answers ENOTCONN): a mount still served is unmounted here, unless
+            // it is gone already (unmounted from outside), so nothing else is ever hit.
+            let own = if self.auto_unmount && !session.guard.is_finished() {
+                unmount_now(&self.mountpoint)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = own.and_then(|()| session.umount_and_join()) {
+                debug!(mountpoint = %self.mountpoint.display(), error = %e, "unmount failed; detaching lazily");
+                lazy_detach(&self.mountpoint);
+                result = Err(MountError::Io {
+                    path: self.mountpoint.clone(),
+                    source: e,
+                });
+            }
         }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
         result
+    }
+}
+
+/// Unmounts `path` now (not lazily: a busy mount is an error), as root directly,
+/// otherwise through `fusermount3 -u`.
+fn unmount_now(path: &Path) -> io::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        return rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()).map_err(io::Error::from);
+    }
+    let out = std::process::Command::new("fusermount3")
+        .args(["-u", "--"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
     }
 }
 

@@ -57,8 +57,21 @@ pub struct MountOptions {
     /// go from the kernel straight to the host file (FUSE passthrough, Linux 6.9+, needs
     /// `CAP_SYS_ADMIN`). If the kernel refuses, files are served normally. Default: off.
     pub passthrough: bool,
-    /// Mount read-only (`ro`). Default: off.
+    /// Mount read-only (`ro`). Default: off. (The kernel refuses writes; serve a
+    /// [`vfs_core::ReadOnly`] backend as well so that nothing else can write either.)
     pub read_only: bool,
+    /// Unmount by itself when the serving process dies, SIGKILL included, so nobody ever
+    /// meets a dead mount ("Transport endpoint is not connected"). Default: on. It is
+    /// `fusermount3`'s `auto_unmount`: a small helper process holds a socket to this one
+    /// and unmounts when it closes. Needs `fusermount3` (package `fuse3`) even as root,
+    /// and, since that helper can only do it for a mount other users could reach, it turns
+    /// on the kernel's `allow_other` with fuser filtering requests back to the owner and
+    /// root when [`MountOptions::allow_other`] is off (what a mount without it allows).
+    ///
+    /// Fallback: a non-root user without `user_allow_other` in `/etc/fuse.conf` cannot have
+    /// it (fusermount3 refuses `allow_other`), so such a mount is made without it, with one
+    /// warning, rather than failing.
+    pub auto_unmount: bool,
     /// The source name shown in `/proc/mounts`. Default: the backend's `source_id`.
     pub fsname: Option<String>,
     /// How requests are run. Default: [`Dispatch::Threads`].
@@ -85,6 +98,7 @@ impl Default for MountOptions {
             writeback_cache: false,
             passthrough: false,
             read_only: false,
+            auto_unmount: true,
             fsname: None,
             dispatch: Dispatch::Threads,
             session_threads: None,
@@ -118,12 +132,17 @@ impl MountOptions {
         } else {
             fuser::MountOption::RW
         });
+        if self.auto_unmount {
+            mount_options.push(fuser::MountOption::AutoUnmount);
+        }
         let mut config = fuser::Config::default();
         config.mount_options = mount_options;
-        config.acl = if self.allow_other {
-            fuser::SessionACL::All
-        } else {
-            fuser::SessionACL::Owner
+        config.acl = match (self.allow_other, self.auto_unmount) {
+            (true, _) => fuser::SessionACL::All,
+            // fusermount3 performs auto_unmount only for a mount with allow_other or
+            // allow_root; RootAndOwner lets in exactly the owner and root.
+            (false, true) => fuser::SessionACL::RootAndOwner,
+            (false, false) => fuser::SessionACL::Owner,
         };
         config.n_threads = Some(self.effective_session_threads());
         config.clone_fd = true;
@@ -142,8 +161,17 @@ mod tests {
         assert!(!o.allow_other);
         assert_eq!(o.negative_ttl, Duration::ZERO);
         assert!(!o.keep_cache && !o.writeback_cache && !o.passthrough && !o.read_only);
+        assert!(o.auto_unmount);
         let c = o.fuser_config("x");
         assert!(c.mount_options.contains(&fuser::MountOption::DefaultPermissions));
+        assert!(c.mount_options.contains(&fuser::MountOption::AutoUnmount));
+        assert_eq!(c.acl, fuser::SessionACL::RootAndOwner);
+        let manual = MountOptions {
+            auto_unmount: false,
+            ..MountOptions::default()
+        };
+        let c = manual.fuser_config("x");
+        assert!(!c.mount_options.contains(&fuser::MountOption::AutoUnmount));
         assert_eq!(c.acl, fuser::SessionACL::Owner);
         assert!((2..=8).contains(&c.n_threads.unwrap_or(0)));
     }

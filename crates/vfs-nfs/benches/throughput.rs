@@ -26,7 +26,7 @@ use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::tokio::TokioConnector;
 use vfs_core::localfs::LocalFs;
 use vfs_core::{Ino, Name, OpenFlags, RequestCtx, VirtualFs};
-use vfs_nfs::{NfsConfig, NfsServer};
+use vfs_nfs::{Credentials, NOBODY, NfsConfig, NfsServer};
 
 const CHUNK: usize = 1 << 20;
 const CTX: RequestCtx = RequestCtx::ROOT;
@@ -202,7 +202,16 @@ fn serve(dir: &str) {
         .unwrap();
     rt.block_on(async {
         let fs = Arc::new(LocalFs::new(dir).unwrap());
-        let server = NfsServer::bind("127.0.0.1:0", fs, NfsConfig::default()).await.unwrap();
+        let server = NfsServer::bind(
+            "127.0.0.1:0",
+            fs,
+            NfsConfig {
+                credentials: Credentials::FromClient { anonymous: NOBODY },
+                ..NfsConfig::default()
+            },
+        )
+        .await
+        .unwrap();
         println!("LISTENING {}", server.local_addr().unwrap());
         server.serve().await.unwrap();
     });

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod attr;
+pub mod clients;
 mod mount;
 mod nfs;
 mod perm;
@@ -43,6 +44,7 @@ mod server;
 pub mod status;
 mod xdr;
 
+pub use clients::ClientNet;
 pub use rpc::{MAX_IO, MAX_RECORD};
 #[doc(hidden)]
 pub use server::RecordResponder;

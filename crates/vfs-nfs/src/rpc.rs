@@ -214,6 +214,12 @@ pub fn accepted_with_data(xid: u32, stat: &accept_stat_data, body: &[u8], data: 
     frame(&msg, body, data)
 }
 
+/// The reply to every call of a client outside the allowlist: `AUTH_ERROR`, `AUTH_TOOWEAK`
+/// ("rejected for security reasons").
+pub fn refused(xid: u32) -> Reply {
+    denied(xid, rejected_reply::auth_error(auth_stat::AUTH_TOOWEAK))
+}
+
 /// Encodes a denied reply.
 pub fn denied(xid: u32, why: rejected_reply) -> Reply {
     let msg = rpc_msg {

@@ -11,6 +11,9 @@
 //!   client never waits forever on an `xid` the server forgot. A connection is closed only
 //!   when the peer closes it, when a record cannot be read (too long, cut short, too
 //!   slow), or when it is not even a call; other connections are unaffected.
+//! - **Refused clients reach nothing.** A connection from an address outside
+//!   [`NfsConfig::allow_clients`] gets `AUTH_ERROR` for every call it makes; none is
+//!   dispatched, so no backend method runs for it.
 //! - **Handles are released**: backend open handles live only in the [`HandlePool`],
 //!   which is emptied when the server stops.
 
@@ -32,27 +35,54 @@ use vfs_core::fh::{FileHandle, Generation, fnv1a_64};
 use vfs_core::pool::{HandlePool, PoolStats};
 use vfs_core::{Ino, RequestCtx, VirtualFs};
 
+use crate::clients::{self, ClientNet};
 use crate::rpc::{self, BadCall, Call, Cred, MAX_RECORD, RecordError, Reply};
 use crate::status::nfsstat_of_handle;
 
-/// Whose identity each call runs as.
+/// Whose identity each call runs as (the Linux server's `root_squash`, `no_root_squash`
+/// and `all_squash`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Credentials {
-    /// The uid and gid of the call's `AUTH_UNIX` credential, as the client states them
-    /// (NFS `AUTH_SYS` is trust in the client machine); `AUTH_NULL` calls run as
-    /// `anonymous`.
+    /// The uid and gid of the call's `AUTH_UNIX` credential, as the client states them,
+    /// root included (`no_root_squash`: NFS `AUTH_SYS` is trust in the client machine);
+    /// `AUTH_NULL` calls run as `anonymous`.
     FromClient {
         /// The identity of `AUTH_NULL` calls.
         anonymous: RequestCtx,
     },
-    /// Every call runs as this identity, whatever it claims (an `all_squash` export).
+    /// As [`Credentials::FromClient`], except that uid 0 becomes `anonymous`'s uid and
+    /// gid 0 its gid (`root_squash`, the default): a client's root is nobody here.
+    RootSquash {
+        /// The identity root (and `AUTH_NULL`) acts as: `anonuid`/`anongid`.
+        anonymous: RequestCtx,
+    },
+    /// Every call runs as this identity, whatever it claims (`all_squash`).
     Squash(RequestCtx),
+}
+
+impl Credentials {
+    /// The identity of a call whose credential is `cred`.
+    pub(crate) fn ctx(self, cred: &Cred) -> RequestCtx {
+        match (self, cred) {
+            (Credentials::Squash(ctx), _) => ctx,
+            (Credentials::FromClient { anonymous } | Credentials::RootSquash { anonymous }, Cred::Null) => anonymous,
+            (Credentials::FromClient { .. }, Cred::Unix { uid, gid, .. }) => RequestCtx::new(*uid, *gid, 0),
+            (Credentials::RootSquash { anonymous }, Cred::Unix { uid, gid, .. }) => RequestCtx::new(
+                if *uid == 0 { anonymous.uid } else { *uid },
+                if *gid == 0 { anonymous.gid } else { *gid },
+                0,
+            ),
+        }
+    }
 }
 
 /// `nobody`/`nogroup`: the identity of anonymous calls by default.
 pub const NOBODY: RequestCtx = RequestCtx::new(65534, 65534, 0);
 
 /// How the server behaves.
+///
+/// A read-only export is a read-only backend: serve `Arc::new(vfs_core::ReadOnly::new(fs))`;
+/// every change is then `NFS3ERR_ROFS` and `ACCESS` grants no write right.
 #[derive(Clone, Debug)]
 pub struct NfsConfig {
     /// Most backend handles kept open in the [`HandlePool`].
@@ -62,8 +92,12 @@ pub struct NfsConfig {
     /// How long the rest of a record may take to arrive once its first byte has (zero: no
     /// limit).
     pub record_timeout: Duration,
-    /// Whose identity calls run as.
+    /// Whose identity calls run as. Default: `root_squash` to [`NOBODY`].
     pub credentials: Credentials,
+    /// The client addresses served (empty: every address). Every call of any other
+    /// client, MOUNT and portmapper included, is answered `AUTH_ERROR` (`AUTH_TOOWEAK`)
+    /// and reaches nothing else.
+    pub allow_clients: Vec<ClientNet>,
 }
 
 impl Default for NfsConfig {
@@ -72,7 +106,8 @@ impl Default for NfsConfig {
             pool_capacity: 1024,
             max_in_flight: 16,
             record_timeout: Duration::from_secs(30),
-            credentials: Credentials::FromClient { anonymous: NOBODY },
+            credentials: Credentials::RootSquash { anonymous: NOBODY },
+            allow_clients: Vec::new(),
         }
     }
 }
@@ -106,11 +141,7 @@ impl<F: VirtualFs> Shared<F> {
 
     /// The identity a call runs as.
     pub fn ctx(&self, cred: &Cred) -> RequestCtx {
-        match (self.config.credentials, cred) {
-            (Credentials::Squash(ctx), _) => ctx,
-            (Credentials::FromClient { anonymous }, Cred::Null) => anonymous,
-            (Credentials::FromClient { .. }, Cred::Unix { uid, gid, .. }) => RequestCtx::new(*uid, *gid, 0),
-        }
+        self.config.credentials.ctx(cred)
     }
 }
 
@@ -212,6 +243,10 @@ impl<F: VirtualFs> NfsServer<F> {
 /// Serves one connection until it closes or misbehaves.
 async fn connection<F: VirtualFs>(shared: Arc<Shared<F>>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let refused = !clients::allowed(&shared.config.allow_clients, peer.ip());
+    if refused {
+        tracing::debug!(%peer, "client not in the allowlist; every call will be AUTH_ERROR");
+    }
     let (mut rd, mut wr) = stream.into_split();
     let max = shared.config.max_in_flight.max(1);
     // Room for one reply per call in flight plus one from the reader: never full.
@@ -261,6 +296,12 @@ async fn connection<F: VirtualFs>(shared: Arc<Shared<F>>, stream: TcpStream, pee
             Err(BadCall::Reply(reply)) => {
                 buffers.give_back(record);
                 if tx.send(reply).await.is_err() {
+                    break;
+                }
+            }
+            Ok((call, _)) if refused => {
+                buffers.give_back(record);
+                if tx.send(rpc::refused(call.xid)).await.is_err() {
                     break;
                 }
             }
@@ -452,6 +493,47 @@ impl<F: VirtualFs> RecordResponder<F> {
             Err(BadCall::Unreadable) => None,
             Err(BadCall::Reply(r)) => Some(r.to_bytes()),
             Ok((call, at)) => Some(dispatch(&self.shared, &call, &record[at..]).await.to_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix(uid: u32, gid: u32) -> Cred {
+        Cred::Unix {
+            uid,
+            gid,
+            gids: vec![0],
+        }
+    }
+
+    /// root_squash (the default): uid 0 and gid 0 become the anonymous ids, each on its
+    /// own; everyone else is who they say; AUTH_NULL is anonymous.
+    #[test]
+    fn root_squash_is_the_default_and_maps_only_zero() {
+        let c = NfsConfig::default().credentials;
+        assert_eq!(c, Credentials::RootSquash { anonymous: NOBODY });
+        assert_eq!(c.ctx(&unix(0, 0)), NOBODY);
+        assert_eq!(c.ctx(&unix(0, 100)), RequestCtx::new(65534, 100, 0));
+        assert_eq!(c.ctx(&unix(1000, 0)), RequestCtx::new(1000, 65534, 0));
+        assert_eq!(c.ctx(&unix(1000, 1000)), RequestCtx::new(1000, 1000, 0));
+        assert_eq!(c.ctx(&Cred::Null), NOBODY);
+        let anon = RequestCtx::new(4000, 4001, 0);
+        let c = Credentials::RootSquash { anonymous: anon };
+        assert_eq!(c.ctx(&unix(0, 0)), anon, "anonuid/anongid are configurable");
+    }
+
+    #[test]
+    fn no_root_squash_and_all_squash() {
+        let anon = RequestCtx::new(4000, 4001, 0);
+        let trusting = Credentials::FromClient { anonymous: anon };
+        assert_eq!(trusting.ctx(&unix(0, 0)), RequestCtx::ROOT);
+        assert_eq!(trusting.ctx(&Cred::Null), anon);
+        let all = Credentials::Squash(anon);
+        for cred in [unix(0, 0), unix(1000, 1000), Cred::Null] {
+            assert_eq!(all.ctx(&cred), anon);
         }
     }
 }

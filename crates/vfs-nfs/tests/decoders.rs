@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use proptest::prelude::*;
 use vfs_core::memfs::MemFs;
 use vfs_core::{Ino, Name, OpenFlags, RequestCtx, VirtualFs};
-use vfs_nfs::{NfsConfig, RecordResponder};
+use vfs_nfs::{Credentials, NOBODY, NfsConfig, RecordResponder};
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
@@ -43,7 +43,14 @@ fn fixture() -> &'static Fixture {
                 .map(|i| g.handle(i).as_bytes().to_vec())
                 .to_vec()
         });
-        let responder = RecordResponder::new(fs, NfsConfig::default(), 2049);
+        let responder = RecordResponder::new(
+            fs,
+            NfsConfig {
+                credentials: Credentials::FromClient { anonymous: NOBODY },
+                ..NfsConfig::default()
+            },
+            2049,
+        );
         Fixture { rt, responder, handles }
     })
 }

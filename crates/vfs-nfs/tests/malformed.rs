@@ -144,7 +144,7 @@ async fn fixture() -> Fixture {
     let generation = Generation::of(&fs);
     let config = NfsConfig {
         record_timeout: Duration::from_secs(2),
-        ..NfsConfig::default()
+        ..common::no_root_squash()
     };
     let server = common::serve(Arc::new(fs), config);
     Fixture {

@@ -24,7 +24,6 @@ use vfs_core::VirtualFs;
 use vfs_core::localfs::LocalFs;
 use vfs_core::memfs::MemFs;
 use vfs_core::testkit::model::{Model, Op, apply_backend, compare_trees, op, test_runner};
-use vfs_nfs::NfsConfig;
 
 fn without_rename_flags(op: Op) -> Op {
     match op {
@@ -108,7 +107,7 @@ fn check<F: VirtualFs>(cases: u32, backend: impl Fn() -> (Arc<F>, Option<tempfil
     let sequences = proptest::collection::vec(op().prop_map(without_rename_flags), 1..40);
     let result = runner.run(&sequences, |ops| {
         let (fs, _dir) = backend();
-        let server = common::serve(fs, NfsConfig::default());
+        let server = common::serve(fs, common::no_root_squash());
         let fs = common::NfsClientFs::new(server.addr);
         let r = rt.block_on(run(&fs, &ops, &steps));
         reads.fetch_add(fs.reads.load(Ordering::Relaxed), Ordering::Relaxed);

@@ -39,7 +39,7 @@ async fn mkfile<F: VirtualFs>(fs: &F, dir: Ino, name: &str, mode: u32, data: &[u
 
 #[tokio::test]
 async fn a_user_gets_what_the_modes_allow_and_the_owner_override() {
-    let server = common::serve(Arc::new(MemFs::new()), NfsConfig::default());
+    let server = common::serve(Arc::new(MemFs::new()), common::no_root_squash());
     let root = NfsClientFs::new(server.addr);
     let public = mkfile(&root, Ino::ROOT, "public", 0o644, b"for all").await;
     let secret = mkfile(&root, Ino::ROOT, "secret", 0o600, b"for root").await;
@@ -131,7 +131,7 @@ async fn a_user_gets_what_the_modes_allow_and_the_owner_override() {
 
 #[tokio::test]
 async fn auth_null_is_nobody_and_squash_is_everyone() {
-    let server = common::serve(Arc::new(MemFs::new()), NfsConfig::default());
+    let server = common::serve(Arc::new(MemFs::new()), common::no_root_squash());
     let root = NfsClientFs::new(server.addr);
     root.mkdir(&ROOT, Ino::ROOT, n("shared"), 0o777, 0).await.unwrap();
     // AUTH_NULL: what `Client::new` sends.
@@ -159,7 +159,7 @@ async fn auth_null_is_nobody_and_squash_is_everyone() {
     let squash = RequestCtx::new(4242, 4343, 0);
     let config = NfsConfig {
         credentials: Credentials::Squash(squash),
-        ..NfsConfig::default()
+        ..common::no_root_squash()
     };
     let server = common::serve(Arc::new(MemFs::with_root(4242, 4343, 0o755)), config);
     let claims_root = NfsClientFs::new(server.addr);

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use nfs3_client::nfs3_types::nfs3::{READDIR3args, READDIR3res, READDIRPLUS3args, READDIRPLUS3res, cookieverf3};
 use vfs_core::memfs::MemFs;
 use vfs_core::{Ino, Name, OpenFlags, RequestCtx, VirtualFs};
-use vfs_nfs::NfsConfig;
 
 const N: usize = 10_000;
 
@@ -34,7 +33,7 @@ async fn ten_thousand_entries_by_readdir_and_readdirplus() {
         fs.release(&RequestCtx::ROOT, a.ino, fh).await.unwrap();
     }
     let want: BTreeSet<String> = (0..N).map(|i| format!("entry-{i:05}")).collect();
-    let server = common::serve(Arc::new(fs), NfsConfig::default());
+    let server = common::serve(Arc::new(fs), common::no_root_squash());
     let (mut c, root) = common::mount(server.addr).await;
 
     let (mut seen, mut pages, mut cookie, mut verf) = (Vec::new(), 0, 0, cookieverf3::default());

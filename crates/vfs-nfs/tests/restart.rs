@@ -21,7 +21,7 @@ use std::sync::Arc;
 use common::{getattr, hex, lookup, read};
 use nfs3_client::nfs3_types::nfs3::nfsstat3;
 use vfs_core::localfs::LocalFs;
-use vfs_nfs::{NfsConfig, NfsServer};
+use vfs_nfs::NfsServer;
 
 const CHILD_DIR: &str = "VFS_NFS_CHILD_DIR";
 
@@ -32,7 +32,9 @@ fn child_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let fs = Arc::new(LocalFs::new(&dir).unwrap());
-        let server = NfsServer::bind("127.0.0.1:0", fs, NfsConfig::default()).await.unwrap();
+        let server = NfsServer::bind("127.0.0.1:0", fs, common::no_root_squash())
+            .await
+            .unwrap();
         println!("LISTENING {}", server.local_addr().unwrap());
         server.serve().await.unwrap();
     });

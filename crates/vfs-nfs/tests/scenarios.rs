@@ -12,10 +12,9 @@ use std::sync::Arc;
 
 use vfs_core::memfs::MemFs;
 use vfs_core::testkit::{Backend, check_scenario, run_scenario, scenarios};
-use vfs_nfs::NfsConfig;
 
 fn nfs_backend() -> Backend<common::NfsClientFs> {
-    let server = common::serve(Arc::new(MemFs::new()), NfsConfig::default());
+    let server = common::serve(Arc::new(MemFs::new()), common::no_root_squash());
     Backend::new(common::NfsClientFs::new(server.addr)).keep(server)
 }
 

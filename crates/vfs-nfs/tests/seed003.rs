@@ -10,13 +10,12 @@ use std::sync::Arc;
 use common::{lookup, read, setattr_size, spy, write};
 use nfs3_client::nfs3_types::nfs3::stable_how;
 use vfs_core::localfs::LocalFs;
-use vfs_nfs::NfsConfig;
 
 fn local_server(content: &[u8]) -> (tempfile::TempDir, common::ServerGuard) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), content).unwrap();
     let fs = LocalFs::new(dir.path()).unwrap();
-    let server = common::serve(Arc::new(fs), NfsConfig::default());
+    let server = common::serve(Arc::new(fs), common::no_root_squash());
     (dir, server)
 }
 
@@ -28,7 +27,7 @@ async fn seed003_pr178_read_then_write_lands_and_is_never_stale() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"hello world").unwrap();
     let spy = Arc::new(spy(LocalFs::new(dir.path()).unwrap()));
-    let server = common::serve(Arc::clone(&spy), NfsConfig::default());
+    let server = common::serve(Arc::clone(&spy), common::no_root_squash());
     let (mut c, root) = common::mount(server.addr).await;
     let (fh, _) = lookup(&mut c, &root, "f").await.unwrap();
     assert_eq!(read(&mut c, &fh, 0, 5).await.unwrap(), b"hello");

@@ -11,14 +11,13 @@ use std::sync::Arc;
 use common::{lookup, spy, write};
 use nfs3_client::nfs3_types::nfs3::{COMMIT3args, COMMIT3res, stable_how};
 use vfs_core::localfs::LocalFs;
-use vfs_nfs::NfsConfig;
 
 #[tokio::test]
 async fn file_sync_is_answered_after_fsync_unstable_after_commit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"").unwrap();
     let spy = Arc::new(spy(LocalFs::new(dir.path()).unwrap()));
-    let server = common::serve(Arc::clone(&spy), NfsConfig::default());
+    let server = common::serve(Arc::clone(&spy), common::no_root_squash());
     let (mut c, root) = common::mount(server.addr).await;
     let (fh, _) = lookup(&mut c, &root, "f").await.unwrap();
     spy.hooks.take_log();
@@ -70,7 +69,7 @@ async fn file_sync_is_answered_after_fsync_unstable_after_commit() {
 
     // A new instance on the same directory: same handles, new verifier, so a client holding
     // uncommitted UNSTABLE data knows to send it again.
-    let server = common::serve(Arc::new(LocalFs::new(dir.path()).unwrap()), NfsConfig::default());
+    let server = common::serve(Arc::new(LocalFs::new(dir.path()).unwrap()), common::no_root_squash());
     let mut c = common::connect(server.addr, 0, 0).await;
     let again = write(&mut c, &fh, 0, b"ONE", stable_how::UNSTABLE).await.unwrap();
     assert_ne!(again.verf, unstable.verf, "the verifier must change with a restart");

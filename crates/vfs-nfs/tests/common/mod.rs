@@ -23,7 +23,7 @@ use vfs_core::{
     Attr, DirEntry, DirEntryPlus, Errno, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, SetTime,
     StatFs, Timestamp, VfsError, VfsResult, VirtualFs,
 };
-use vfs_nfs::{NfsConfig, NfsServer};
+use vfs_nfs::{Credentials, NOBODY, NfsConfig, NfsServer};
 
 pub type Client = Nfs3Client<TokioIo<TcpStream>>;
 
@@ -71,6 +71,15 @@ impl Drop for ServerGuard {
 
 /// Starts a server for `fs` on 127.0.0.1 (a free port) on the background runtime. Callable
 /// from inside or outside a runtime.
+/// The default configuration, but trusting the client's root (`no_root_squash`): these
+/// tests act as root through the protocol to build their trees.
+pub fn no_root_squash() -> NfsConfig {
+    NfsConfig {
+        credentials: Credentials::FromClient { anonymous: NOBODY },
+        ..NfsConfig::default()
+    }
+}
+
 pub fn serve<F: VirtualFs>(fs: Arc<F>, config: NfsConfig) -> ServerGuard {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
