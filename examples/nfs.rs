@@ -181,7 +181,7 @@ fn main() {
     rt.block_on(async {
         if let Some(url) = &args.pg {
             match vfs_pg::PgFs::open(url, vfs_pg::PgOptions::default()).await {
-                Ok(fs) => return serve(fs, args.listen).await,
+                Ok(fs) => return serve(fs, &args).await,
                 Err(e) => common::fail(format!("--pg: {e}")),
             }
         }

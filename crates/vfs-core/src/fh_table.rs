@@ -6,8 +6,8 @@
 //! known handle asked with another inode. The inode check and the removal happen under one
 //! shard lock, so of two concurrent releases of one handle exactly one succeeds.
 //!
-//! Every backend that hands out [`Fh`]s keeps such a table (MemFs, LocalFs; a remote
-//! client too), and each used to write the same "`Some(h) if h.ino == ino` else
+//! Every backend that hands out [`Fh`]s keeps such a table (MemFs, LocalFs, Overlay,
+//! vfs-p2p's RemoteFs, vfs-pg's PgFs), and each used to write the same "`Some(h) if h.ino == ino` else
 //! `BadHandle`" match over its own map and lock. Here it is written once.
 //!
 //! The table is a fixed array of shards (sequential handle numbers are spread over them by

@@ -219,7 +219,11 @@ async fn a_client_outside_the_allowlist_gets_auth_error_and_nothing_else() {
         // xid, REPLY, MSG_DENIED, AUTH_ERROR, AUTH_TOOWEAK
         assert_eq!(*r, [i as u32 + 1, 1, 1, 1, 5], "call {} from 127.0.0.1", i + 1);
     }
-    assert_eq!(spy.hooks.take_log(), Vec::<String>::new(), "no backend data operation ran");
+    assert_eq!(
+        spy.hooks.take_log(),
+        Vec::<String>::new(),
+        "no backend data operation ran"
+    );
 
     let allowed = exchange(server.addr, "127.0.0.2", &calls).await;
     for (i, r) in allowed.iter().enumerate() {

@@ -37,8 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use deadpool_postgres::Pool;
+use vfs_core::fh_table::FhTable;
+use vfs_core::lock_order::{Locked, Unlocked};
 use vfs_core::{AccessMode, Ino, Invalidator, VfsError, VfsResult};
 
 pub use blocks::{BlockStore, PgBlockStore, StoreError};
@@ -99,10 +100,23 @@ impl Default for PgOptions {
     }
 }
 
-/// An open file handle.
+/// The key of a database inode in the handle table (the check that a handle belongs to
+/// the inode asked; database inode numbers are positive).
+fn handle_ino(ino: i64) -> Ino {
+    Ino(ino as u64)
+}
+
+/// The lock-order token of a `PgFs` call: its handle table's `Map` level is the only
+/// ordered (`vfs_core::lock_order`) lock vfs-pg takes, and its guards never outlive one
+/// table call, so no ordered lock is held where this is called.
+fn entry_token() -> Locked<Unlocked> {
+    // SAFETY: see above.
+    unsafe { Locked::new() }
+}
+
+/// An open file handle (its inode is the handle table's key).
 #[derive(Clone, Copy, Debug)]
 struct OpenFile {
-    ino: i64,
     mode: AccessMode,
     append: bool,
 }
@@ -116,11 +130,10 @@ pub struct PgFs<S: BlockStore = PgBlockStore> {
     /// The database inode shown as [`Ino::ROOT`] (1 for [`Root::Modules`]).
     root: i64,
     modules: bool,
-    handles: DashMap<u64, OpenFile>,
+    handles: FhTable<OpenFile>,
     /// Open handles per inode: an inode whose last name goes while it is open here
     /// stays (with no links) until its last handle here is released.
     open: Mutex<HashMap<i64, u32>>,
-    next_fh: AtomicU64,
     /// When this mount opened the database: the control file's times.
     opened_at: vfs_core::Timestamp,
     /// This mount's name in change announcements (its own are ignored when they come back).
@@ -185,9 +198,8 @@ impl<S: BlockStore> PgFs<S> {
             source_id,
             root,
             modules: opts.root == Root::Modules,
-            handles: DashMap::new(),
+            handles: FhTable::new(),
             open: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
             opened_at: vfs_core::Timestamp::now(),
             mount_id: new_mount_id(),
             cfg: listen_cfg,
@@ -275,10 +287,12 @@ impl<S: BlockStore> PgFs<S> {
     }
 
     fn handle(&self, ino: i64, fh: vfs_core::Fh) -> VfsResult<OpenFile> {
-        match self.handles.get(&fh.0) {
-            Some(of) if of.ino == ino => Ok(*of),
-            _ => Err(VfsError::BadHandle),
-        }
+        self.handles.get(&mut entry_token(), handle_ino(ino), fh)
+    }
+
+    /// Releases `fh`, which must be a handle of `ino` (`BadHandle` otherwise).
+    fn remove_handle(&self, ino: i64, fh: vfs_core::Fh) -> VfsResult<OpenFile> {
+        self.handles.remove(&mut entry_token(), handle_ino(ino), fh)
     }
 
     fn is_open(&self, ino: i64) -> bool {
@@ -292,16 +306,11 @@ impl<S: BlockStore> PgFs<S> {
         if let Ok(mut m) = self.open.lock() {
             *m.entry(ino).or_insert(0) += 1;
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.insert(
-            fh,
-            OpenFile {
-                ino,
-                mode: flags.access(),
-                append: flags.append(),
-            },
-        );
-        vfs_core::Fh(fh)
+        let of = OpenFile {
+            mode: flags.access(),
+            append: flags.append(),
+        };
+        self.handles.insert(&mut entry_token(), handle_ino(ino), of)
     }
 
     /// Drops one handle of `ino`; true if it was the last one here.

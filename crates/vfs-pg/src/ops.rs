@@ -335,7 +335,8 @@ impl<S: BlockStore> PgFs<S> {
         match opened {
             Ok(()) => Ok(fh),
             Err(e) => {
-                self.handles.remove(&fh.0);
+                // The handle was issued just above for this inode.
+                let _ = self.remove_handle(ino, fh);
                 self.drop_handle(ino);
                 Err(e)
             }
@@ -839,8 +840,7 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         } else {
             self.db_ino(ino)?
         };
-        self.handle(n, fh)?;
-        self.handles.remove(&fh.0).ok_or(VfsError::BadHandle)?;
+        self.remove_handle(n, fh)?;
         if self.drop_handle(n) && n != CTL_INO.0 as i64 {
             in_txn!(self, "release", |tx| {
                 let nlink: Option<i64> = match row(&tx, "SELECT nlink FROM inode WHERE ino = $1", &[&n]).await? {
