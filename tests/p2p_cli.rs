@@ -74,6 +74,9 @@ fn share(bin: &Path, dir: &Path, port: u16, allow: &str, key_file: &Path) -> Pro
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--allow", allow, "--key-file"])
         .arg(key_file)
+        // The share directory is a root-owned temporary directory and these tests act as
+        // root on the far side: say so, as the user of a root share must.
+        .arg("--as-root")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
