@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use vfs_core::localfs::LocalFs;
-use vfs_core::overlay::{Overlay, OverlayOptions};
+use vfs_core::overlay::{Overlay, OverlayCounters, OverlayOptions};
+use vfs_core::{ReadOnly, VirtualFs};
 use vfs_fuse::MountOptions;
 
 /// Mount a copy-on-write overlay of host directories through FUSE.
@@ -46,6 +47,10 @@ struct Args {
     /// Let other users in (allow_other; needed for services running as their own user).
     #[arg(long)]
     allow_other: bool,
+    /// Serve read-only: every change is EROFS, in the kernel (`ro`) and in the backend
+    /// (`vfs_core::ReadOnly`).
+    #[arg(long)]
+    read_only: bool,
 }
 
 /// The canonical path of an existing directory, or one line saying what is wrong.
@@ -99,20 +104,39 @@ fn main() {
             .await
             .unwrap_or_else(|e| common::fail(format!("cannot open the overlay: {e}")))
     });
-    let fs = Arc::new(fs);
     let opts = MountOptions {
         allow_other: args.allow_other,
+        read_only: args.read_only,
         ..MountOptions::default()
     };
-    let mount = vfs_fuse::mount(Arc::clone(&fs), &args.mountpoint, &opts).unwrap_or_else(|e| common::fail(e));
+    let what = format!("{} over {} lower layer(s)", upper.display(), lowers.len());
+    if args.read_only {
+        let fs = Arc::new(ReadOnly::new(fs));
+        serve(Arc::clone(&fs), &format!("{what}, read-only,"), &args, &opts, || {
+            fs.inner().counters()
+        });
+    } else {
+        let fs = Arc::new(fs);
+        serve(Arc::clone(&fs), &what, &args, &opts, || fs.counters());
+    }
+    drop(rt);
+}
+
+/// Mounts `fs`, serves until a stop signal, unmounts, and reports what was copied up.
+fn serve<F: VirtualFs>(
+    fs: Arc<F>,
+    what: &str,
+    args: &Args,
+    opts: &MountOptions,
+    counters: impl Fn() -> OverlayCounters,
+) {
+    let mount = vfs_fuse::mount(fs, &args.mountpoint, opts).unwrap_or_else(|e| common::fail(e));
     eprintln!(
-        "overlay: {} over {} lower layer(s) mounted on {} (Ctrl-C to unmount)",
-        upper.display(),
-        lowers.len(),
+        "overlay: {what} mounted on {} (Ctrl-C to unmount)",
         mount.mountpoint().display()
     );
     let why = common::wait_for_stop(&mount);
-    let c = fs.counters();
+    let c = counters();
     match mount.unmount() {
         Ok(()) => eprintln!(
             "overlay: {why}, unmounted ({} objects and {} blocks copied up; bytes read: {} upper, {:?} lower)",
@@ -120,5 +144,4 @@ fn main() {
         ),
         Err(e) => common::fail(e),
     }
-    drop(rt);
 }
