@@ -35,29 +35,15 @@ fn pg_bin() -> PathBuf {
     bin
 }
 
+/// Whether this machine can mount FUSE filesystems; prints why not when it cannot.
 fn fuse_usable() -> bool {
-    let dev = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse");
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    match dev {
-        Ok(_) if root => true,
-        Ok(_) => {
-            eprintln!("SKIP: FUSE mount tests need root");
-            false
-        }
-        Err(e) => {
-            eprintln!("SKIP: /dev/fuse is not usable here ({e}); FUSE mount tests not run");
-            false
-        }
-    }
+    vfs_fuse::probe::fuse_usable()
+        .map_err(|e| eprintln!("SKIP: {e}; FUSE mount tests not run"))
+        .is_ok()
 }
 
 fn is_mounted(path: &Path) -> bool {
-    let target = path.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+    vfs_fuse::probe::is_mounted(path).unwrap()
 }
 
 /// One `pg` process serving a mount; SIGTERM (which unmounts) on drop.

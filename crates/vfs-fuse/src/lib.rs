@@ -24,6 +24,7 @@ mod convert;
 mod invalidate;
 mod mount;
 mod options;
+pub mod probe;
 
 pub use invalidate::QueuedInvalidator;
 pub use mount::{Mount, MountError, mount};

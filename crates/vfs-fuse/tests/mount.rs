@@ -26,27 +26,13 @@ use vfs_fuse::{Dispatch, Mount, MountError, MountOptions};
 
 /// Whether this machine can mount FUSE filesystems; prints why not when it cannot.
 fn fuse_usable() -> bool {
-    let dev = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse");
-    let root = rustix::process::geteuid().is_root();
-    match dev {
-        Ok(_) if root => true,
-        Ok(_) => {
-            eprintln!("SKIP: FUSE mount tests need root (they mount with mount(2) directly)");
-            false
-        }
-        Err(e) => {
-            eprintln!("SKIP: /dev/fuse is not usable here ({e}); FUSE mount tests not run");
-            false
-        }
-    }
+    vfs_fuse::probe::fuse_usable()
+        .map_err(|e| eprintln!("SKIP: {e}; FUSE mount tests not run"))
+        .is_ok()
 }
 
 fn is_mounted(path: &Path) -> bool {
-    let target = path.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+    vfs_fuse::probe::is_mounted(path).unwrap()
 }
 
 /// A mount point in a fresh temporary directory.

@@ -28,25 +28,7 @@ fn n(s: &str) -> Name<'_> {
 #[tokio::test]
 async fn root_is_nobody_by_default() {
     let server = common::serve(Arc::new(MemFs::with_root(0, 0, 0o1777)), NfsConfig::default());
-    let claims_root = NfsClientFs::new(server.addr);
-    let (a, _) = claims_root
-        .create(&ROOT, Ino::ROOT, n("f"), 0o644, 0, OpenFlags::RDWR)
-        .await
-        .unwrap();
-    assert_eq!((a.uid, a.gid), (65534, 65534), "uid 0 acts as nobody:nogroup");
-    let give = SetAttr {
-        uid: Some(0),
-        ..SetAttr::default()
-    };
-    assert_eq!(
-        claims_root
-            .setattr(&ROOT, a.ino, give)
-            .await
-            .map_err(|e| e.errno())
-            .err(),
-        Some(Errno::EPERM),
-        "a squashed root cannot chown to root"
-    );
+    common::assert_root_squashed(server.addr, "f", (65534, 65534)).await;
     // A root-owned 0755 directory is closed to a squashed root.
     let server2 = common::serve(Arc::new(MemFs::new()), NfsConfig::default());
     let r = NfsClientFs::new(server2.addr)

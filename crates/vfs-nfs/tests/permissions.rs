@@ -162,23 +162,5 @@ async fn auth_null_is_nobody_and_squash_is_everyone() {
         ..common::no_root_squash()
     };
     let server = common::serve(Arc::new(MemFs::with_root(4242, 4343, 0o755)), config);
-    let claims_root = NfsClientFs::new(server.addr);
-    let (a, _) = claims_root
-        .create(&ROOT, Ino::ROOT, n("f"), 0o644, 0, OpenFlags::RDWR)
-        .await
-        .unwrap();
-    assert_eq!((a.uid, a.gid), (4242, 4343), "squashed to the export's identity");
-    let give = SetAttr {
-        uid: Some(0),
-        ..SetAttr::default()
-    };
-    assert_eq!(
-        claims_root
-            .setattr(&ROOT, a.ino, give)
-            .await
-            .map_err(|e| e.errno())
-            .err(),
-        Some(Errno::EPERM),
-        "a squashed root is not root"
-    );
+    common::assert_root_squashed(server.addr, "f", (4242, 4343)).await;
 }

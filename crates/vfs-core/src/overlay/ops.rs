@@ -17,6 +17,7 @@ use super::handles::Handle;
 use super::names::Found;
 use super::node::{Node, NodeState, join};
 use super::{CTX, Layer, META_DIR, Overlay, ovl_ino};
+use crate::barrier::WriteTicket;
 use crate::error::{VfsError, VfsResult};
 use crate::lock_order::{Locked, Unlocked};
 use crate::types::{
@@ -191,6 +192,30 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         }
         self.release_fhs(node).await;
         self.barrier.forget(node.ino);
+    }
+
+    /// The common start of `write` and `fallocate`: checks that `fh` is a writable handle of
+    /// `ino`, takes the inode's write turn (so data changes of one inode apply in request
+    /// order) and copies the file up if it has no upper yet. Returns the handle, the turn (to
+    /// complete after the change), the node and the upper inode.
+    async fn begin_data_write(&self, ino: Ino, fh: Fh) -> VfsResult<(Handle, WriteTicket<'_>, Arc<Node>, Ino)> {
+        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        let h = self.handles.get(&mut tok, ino, fh)?;
+        if !h.access.can_write() {
+            return Err(VfsError::BadHandle);
+        }
+        let ticket = self.barrier.begin_write(ino);
+        ticket.wait_turn_async().await;
+        let node = self.node(ino)?;
+        let u = match node.upper() {
+            Some(u) => u,
+            None => {
+                let _ns = self.ns.write().await;
+                self.copy_up(&node, false).await?
+            }
+        };
+        Ok((h, ticket, node, u))
     }
 
     async fn list(&self, node: &Node, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
@@ -646,22 +671,7 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
     }
 
     async fn write(&self, _ctx: &RequestCtx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> VfsResult<u32> {
-        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
-        let mut tok = unsafe { Locked::<Unlocked>::new() };
-        let h = self.handles.get(&mut tok, ino, fh)?;
-        if !h.access.can_write() {
-            return Err(VfsError::BadHandle);
-        }
-        let ticket = self.barrier.begin_write(ino);
-        ticket.wait_turn_async().await;
-        let node = self.node(ino)?;
-        let u = match node.upper() {
-            Some(u) => u,
-            None => {
-                let _ns = self.ns.write().await;
-                self.copy_up(&node, false).await?
-            }
-        };
+        let (h, ticket, node, u) = self.begin_data_write(ino, fh).await?;
         let offset = if h.append {
             let (_, ufh) = self.upper_fh(&node).await?;
             self.upper.getattr(&CTX, u, Some(ufh)).await?.size
@@ -783,22 +793,7 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
         length: u64,
         mode: i32,
     ) -> VfsResult<()> {
-        // SAFETY: an entry point of the overlay: it holds no lock of the lock order.
-        let mut tok = unsafe { Locked::<Unlocked>::new() };
-        let h = self.handles.get(&mut tok, ino, fh)?;
-        if !h.access.can_write() {
-            return Err(VfsError::BadHandle);
-        }
-        let ticket = self.barrier.begin_write(ino);
-        ticket.wait_turn_async().await;
-        let node = self.node(ino)?;
-        let u = match node.upper() {
-            Some(u) => u,
-            None => {
-                let _ns = self.ns.write().await;
-                self.copy_up(&node, false).await?
-            }
-        };
+        let (_, ticket, node, u) = self.begin_data_write(ino, fh).await?;
         self.fallocate_data(&node, u, offset, length, mode).await?;
         ticket.complete();
         Ok(())

@@ -761,3 +761,30 @@ pub async fn connect(addr: SocketAddr, uid: u32, gid: u32) -> Client {
     let stream = TcpStream::connect(addr).await.unwrap();
     Client::new_with_auth(TokioIo::new(stream), unix_cred(uid, gid), opaque_auth::default())
 }
+
+/// Checks that a client claiming uid 0 acts as the squashed identity `who` (uid, gid): a
+/// file it creates in the root directory under `name` is owned by `who`, and it cannot give
+/// that file to root. Returns the file's attributes.
+pub async fn assert_root_squashed(addr: SocketAddr, name: &str, who: (u32, u32)) -> Attr {
+    let claims_root = NfsClientFs::new(addr);
+    let name = Name::new(OsStr::new(name)).expect("a valid name");
+    let (a, _) = claims_root
+        .create(&RequestCtx::ROOT, Ino::ROOT, name, 0o644, 0, OpenFlags::RDWR)
+        .await
+        .expect("the squashed root may create in a world-writable root");
+    assert_eq!((a.uid, a.gid), who, "a claimed root creates as the squashed identity");
+    let give = SetAttr {
+        uid: Some(0),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        claims_root
+            .setattr(&RequestCtx::ROOT, a.ino, give)
+            .await
+            .map_err(|e| e.errno())
+            .err(),
+        Some(Errno::EPERM),
+        "a squashed root cannot chown to root"
+    );
+    a
+}

@@ -132,18 +132,7 @@ pub fn seeds() -> Vec<u64> {
 
 /// Whether this machine can mount FUSE filesystems; prints why not when it cannot.
 pub fn fuse_usable() -> bool {
-    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse");
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    match dev {
-        Ok(_) if root => true,
-        Ok(_) => {
-            eprintln!("SKIP: FUSE mount tests need root");
-            false
-        }
-        Err(e) => {
-            eprintln!("SKIP: /dev/fuse is not usable here ({e})");
-            false
-        }
-    }
+    vfs_fuse::probe::fuse_usable()
+        .map_err(|e| eprintln!("SKIP: {e}; FUSE mount tests not run"))
+        .is_ok()
 }
