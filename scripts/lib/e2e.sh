@@ -2,7 +2,9 @@
 # Source it after setting E2E_NAME (the prefix of error messages). Nothing here starts a
 # process it does not also stop.
 
-step() { printf '\n==> %s\n' "$*"; }
+# step TITLE: prints a step header with the seconds since the script started (bash's SECONDS),
+# so a log shows where the time of a run goes.
+step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
 die() { echo "${E2E_NAME:-e2e}: FAILED: $*" >&2; exit 1; }
 
 # The receipt of seed 000's PostgreSQL workload.
