@@ -35,7 +35,7 @@ pub mod error;
 pub mod fh;
 pub mod fh_table;
 pub mod invalidate;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "localfs"))]
 pub mod localfs;
 pub mod lock_order;
 pub mod memfs;
