@@ -98,6 +98,7 @@ impl fmt::Display for Errno {
     }
 }
 
+#[cfg(feature = "localfs")]
 impl From<rustix::io::Errno> for Errno {
     fn from(e: rustix::io::Errno) -> Self {
         Errno::from_raw(e.raw_os_error())
@@ -268,6 +269,7 @@ impl From<Errno> for VfsError {
     }
 }
 
+#[cfg(feature = "localfs")]
 impl From<rustix::io::Errno> for VfsError {
     fn from(e: rustix::io::Errno) -> Self {
         VfsError::from_errno(e.into())

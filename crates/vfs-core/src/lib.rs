@@ -7,6 +7,27 @@
 //! [`VfsError`], never a panic.
 //!
 //! Start with [`VirtualFs`], then the reference backend [`memfs::MemFs`].
+//!
+//! The smallest use: the in-memory backend, called directly (no mount needed).
+//!
+//! ```
+//! use std::ffi::OsStr;
+//! use vfs_core::memfs::MemFs;
+//! use vfs_core::{Ino, Name, OpenFlags, RequestCtx, VirtualFs};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! rt.block_on(async {
+//!     let (fs, ctx) = (MemFs::new(), RequestCtx::ROOT);
+//!     let name = Name::new(OsStr::new("hello.txt"))?;
+//!     let (attr, fh) = fs.create(&ctx, Ino::ROOT, name, 0o644, 0o022, OpenFlags::RDWR).await?;
+//!     fs.write(&ctx, attr.ino, fh, 0, b"hello").await?;
+//!     assert_eq!(&fs.read(&ctx, attr.ino, fh, 0, 100).await?[..], b"hello");
+//!     fs.release(&ctx, attr.ino, fh).await?;
+//!     Ok::<_, vfs_core::VfsError>(())
+//! })?;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 pub mod barrier;
@@ -14,7 +35,7 @@ pub mod error;
 pub mod fh;
 pub mod fh_table;
 pub mod invalidate;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "localfs"))]
 pub mod localfs;
 pub mod lock_order;
 pub mod memfs;

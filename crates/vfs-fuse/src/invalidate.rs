@@ -25,7 +25,8 @@ enum Notice {
 }
 
 /// The [`Invalidator`] of a FUSE mount. Get it from [`crate::Mount::invalidator`] and give
-/// it to a backend whose data changes underneath the kernel. See the [module docs](self).
+/// it to a backend whose data changes underneath the kernel. A call only queues; a thread
+/// of its own sends to the kernel, so calling from a request handler cannot deadlock.
 #[derive(Debug)]
 pub struct QueuedInvalidator {
     tx: Mutex<Option<mpsc::Sender<Notice>>>,

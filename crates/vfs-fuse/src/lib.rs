@@ -11,6 +11,15 @@
 //! # Ok::<(), vfs_fuse::MountError>(())
 //! ```
 //!
+//! (`no_run`: mounting needs `/dev/fuse` and a mount point.) What the kernel may cache is
+//! chosen before mounting; by default a failed lookup is never cached, so a file created
+//! behind the kernel's back is seen at once:
+//!
+//! ```
+//! let opts = vfs_fuse::MountOptions::default();
+//! assert!(opts.negative_ttl.is_zero());
+//! ```
+//!
 //! Invariant of the crate: it translates and holds no filesystem logic. Each kernel
 //! request is one backend call whose answer is the reply; what the kernel may cache is
 //! set by [`MountOptions`] (attribute and entry TTLs; negative lookups never cached by

@@ -97,7 +97,8 @@ fn preflight(mountpoint: &Path, auto_unmount: bool) -> Result<(), MountError> {
     Ok(())
 }
 
-/// A mounted filesystem. Dropping it unmounts (see the [module docs](self)).
+/// A mounted filesystem. Dropping it unmounts (lazily if the mount is busy, also while a
+/// test unwinds from a panic).
 #[derive(Debug)]
 pub struct Mount {
     session: Option<fuser::BackgroundSession>,

@@ -12,6 +12,23 @@
 //! # }
 //! ```
 //!
+//! Binding (on a port the system picks) is all it takes to have a server; `serve` then
+//! answers clients until the future is dropped:
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use vfs_core::memfs::MemFs;
+//! # use vfs_nfs::{NfsConfig, NfsServer};
+//! # fn main() -> std::io::Result<()> {
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! rt.block_on(async {
+//!     let server = NfsServer::bind("127.0.0.1:0", Arc::new(MemFs::new()), NfsConfig::default()).await?;
+//!     assert!(server.url()?.starts_with("nfs://127.0.0.1/?nfsport="));
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
 //! Invariant of the crate: it translates, and holds no filesystem logic. Each NFS
 //! procedure becomes calls of the backend's `VirtualFs` methods; file handles are
 //! `vfs_core::fh` handles whose generation is FNV-1a of the backend's `source_id` (so they

@@ -1,7 +1,7 @@
 //! The consistency check: what must hold of the rows after any sequence of whole
 //! operations, from any number of mounts.
 //!
-//! Invariant: [`check`] reads one `REPEATABLE READ` snapshot and changes nothing. It
+//! Invariant: `check` (run by `PgFs::fsck`) reads one `REPEATABLE READ` snapshot and changes nothing. It
 //! reports a problem for every rule broken: an entry whose inode is missing or whose
 //! parent is not a directory; an inode whose link count differs from its entries (a
 //! directory: 2 + its subdirectories, one name; a non-directory: its names); a directory

@@ -18,6 +18,24 @@
 //! let fs = PgFs::open("host=/run/postgresql dbname=files", PgOptions::default()).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Run against a private server (feature `testing`: `initdb` and `pg_ctl` from the
+//! `postgresql` package, in a temporary directory, stopped on drop):
+//!
+//! ```
+//! # #[cfg(feature = "testing")] {
+//! use std::ffi::OsStr;
+//! use vfs_core::{Ino, Name, RequestCtx, VirtualFs};
+//! use vfs_pg::PgOptions;
+//! use vfs_pg::testing::TestServer;
+//!
+//! let server = TestServer::start().expect("a private PostgreSQL server");
+//! let fs = server.open_fs(PgOptions::default()).expect("a fresh database");
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+//! let root = rt.block_on(fs.getattr(&RequestCtx::ROOT, Ino::ROOT, None)).expect("root");
+//! assert_eq!(root.kind, vfs_core::FileType::Directory);
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod blocks;

@@ -381,11 +381,11 @@ impl<K: NotifyKey, E: Snapshot> DebounceTask<K, E> {
                 }
             }
             let got = match self.state.next_wakeup() {
-                Some(at) => tokio::select! {
-                    biased;
-                    r = self.input.recv_many(&mut inbox, CHUNK) => r,
-                    () = tokio::time::sleep_until(at) => Received::Empty,
-                },
+                // The receive is polled first, so items already queued win over the
+                // deadline (what `select!` with `biased;` did, without tokio's macros).
+                Some(at) => tokio::time::timeout_at(at, self.input.recv_many(&mut inbox, CHUNK))
+                    .await
+                    .unwrap_or(Received::Empty),
                 None => self.input.recv_many(&mut inbox, CHUNK).await,
             };
             match got {

@@ -16,7 +16,7 @@
 //!   shrinks a failure to the shortest sequence that still fails.
 //! - [`races`]: concurrent scenarios (write vs getattr, rename vs lookup, create vs
 //!   readdir, write vs truncate, unlink vs read through an open handle), run on real
-//!   threads for many iterations; under `cfg(loom)`, [`races::loom_models`] explores every
+//!   threads for many iterations; under `cfg(loom)`, `races::loom_models` explores every
 //!   interleaving for backends built on [`crate::sync`].
 //!
 //! The [`vfs_conformance!`](crate::vfs_conformance) macro writes one `#[test]` for each:

@@ -4,7 +4,7 @@
 //! Invariant: each scenario runs its parties on real OS threads (each with its own
 //! current-thread runtime) for `VFS_TESTKIT_RACE_ITERS` rounds (default 1,000), and checks
 //! every observation as it is made, so a torn or stale state fails the scenario the moment
-//! it is seen, with what was seen. Under `cfg(loom)`, [`loom_models`] runs the smallest
+//! it is seen, with what was seen. Under `cfg(loom)`, `loom_models` (compiled only then) runs the smallest
 //! version of the first two as loom models, exploring every interleaving of the facade
 //! locks a backend is built on.
 

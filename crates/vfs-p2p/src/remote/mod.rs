@@ -1,4 +1,4 @@
-//! The far side: [`RemoteFs`], a [`VirtualFs`] whose tree lives on a peer.
+//! The far side: [`RemoteFs`], a [`VirtualFs`](vfs_core::VirtualFs) whose tree lives on a peer.
 //!
 //! Invariants:
 //!
@@ -11,7 +11,7 @@
 //!   before them (seed 001). `fsync` returns when the owner's backend says the data is
 //!   durable.
 //! - **Caches that cannot go stale by themselves.** Attributes and listings
-//!   ([`cache`]) and file blocks ([`blocks`]) are kept until invalidated: by this side's
+//!   (`cache`) and file blocks (`blocks`) are kept until invalidated: by this side's
 //!   own changes at once, by the owner's change notifications when they arrive, and
 //!   entirely when the link is made again (changes may have been missed). Nothing is
 //!   cached across an in-flight write; a missing name is never cached.
@@ -24,10 +24,10 @@
 //!   inodes with open handles by attributes only.
 
 //!
-//! Modules, by concern: [`session`] (the current link, typed calls), `reconnect` (making
+//! Modules, by concern: `session` (the current link, typed calls), `reconnect` (making
 //! the link again), `notes` (applying the owner's notifications), `read` (block reads
-//! and readahead), `ordering` (writes in issue order), `vfs` (the [`VirtualFs`] impl);
-//! [`cache`] and [`blocks`] hold what is cached.
+//! and readahead), `ordering` (writes in issue order), `vfs` (the `VirtualFs` impl);
+//! `cache` and `blocks` hold what is cached.
 
 mod blocks;
 mod cache;
@@ -156,7 +156,7 @@ struct Inner {
     cfg: RemoteConfig,
 }
 
-/// A peer's share as a [`VirtualFs`]. See the [module docs](self).
+/// A peer's share as a [`VirtualFs`](vfs_core::VirtualFs). See the [module docs](self).
 pub struct RemoteFs {
     inner: Arc<Inner>,
     supervisor: JoinHandle<()>,

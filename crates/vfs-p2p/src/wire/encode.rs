@@ -115,7 +115,7 @@ impl Enc {
 }
 
 impl Frame {
-    /// Encodes this frame. Data frames are normally sent as [`data_header`] plus the
+    /// Encodes this frame. Data frames are normally sent as [`data_header`](crate::wire::data_header) plus the
     /// chunk instead, without this copy.
     ///
     /// The caller keeps within the limits (at most [`MAX_ENTRIES`](super::MAX_ENTRIES) entries,

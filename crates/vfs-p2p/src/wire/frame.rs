@@ -32,7 +32,7 @@ pub enum Frame {
     Data {
         /// The request's id.
         id: u64,
-        /// The chunk (1..=[`MAX_CHUNK`] bytes).
+        /// The chunk (1..=[`MAX_CHUNK`](crate::wire::MAX_CHUNK) bytes).
         bytes: Bytes,
     },
     /// Changes on the owner's side, in order.
