@@ -2,7 +2,7 @@
 //! correct under concurrency.
 //!
 //! Invariant of the crate: every primitive here exists because a real project got it
-//! wrong (the seeds in `doc/SEMANTICS.md` name each failure), is built from the
+//! wrong (doc/LESSONS.md tells each failure and what now prevents it), is built from the
 //! [`sync`] facade so that loom checks the production code, and answers bad input with a
 //! [`VfsError`], never a panic.
 //!

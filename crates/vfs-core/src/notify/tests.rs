@@ -1,4 +1,4 @@
-//! Tests of the debouncer: exact timing under tokio's paused clock, the seed regressions,
+//! Tests of the debouncer: exact timing under tokio's paused clock, the seed regressions (doc/LESSONS.md),
 //! and the convergence property (a replica applying the emitted batches converges to the
 //! source tree), both on the bare state machine and through the queues under backpressure.
 
