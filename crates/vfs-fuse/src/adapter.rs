@@ -4,7 +4,8 @@
 //! - **It translates and holds no filesystem logic.** Every request becomes one call on the
 //!   backend (readdir: as many as fill the kernel's buffer) and its answer becomes the
 //!   reply; errors go through [`crate::convert::errno`]. Nothing is cached here: what the
-//!   kernel may reuse is governed by the TTLs of [`MountOptions`].
+//!   kernel may reuse is governed by the TTLs of [`MountOptions`], long only for a
+//!   backend that reports its changes or has none behind the mount.
 //! - **Every reply is sent exactly once**, from the thread or task that ran the backend's
 //!   future (a reply object dropped unsent would answer `EIO`; none is).
 //! - **`forget` reaches the backend** with the kernel's count, so per-inode state is
@@ -123,14 +124,22 @@ fn log_err(op: &'static str, e: &VfsError) {
 }
 
 impl<F: VirtualFs> FuseAdapter<F> {
-    pub(crate) fn new(fs: Arc<F>, rt: tokio::runtime::Handle, opts: &MountOptions) -> FuseAdapter<F> {
+    /// The adapter of `fs`, whose changes come from `source` (the answer of
+    /// `report_changes`, which decides the TTLs).
+    pub(crate) fn new(
+        fs: Arc<F>,
+        rt: tokio::runtime::Handle,
+        opts: &MountOptions,
+        source: vfs_core::ChangeSource,
+    ) -> FuseAdapter<F> {
+        let (attr, entry) = opts.ttls_for(source);
         FuseAdapter {
             fs,
             rt,
             dispatch: opts.dispatch,
             ttl: Ttls {
-                attr: opts.attr_ttl,
-                entry: opts.entry_ttl,
+                attr,
+                entry,
                 negative: opts.negative_ttl,
             },
             keep_cache: opts.keep_cache,

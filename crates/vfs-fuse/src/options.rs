@@ -2,7 +2,9 @@
 //!
 //! Invariant: the defaults are the safe ones. The kernel checks permissions
 //! (`default_permissions`), a "does not exist" answer is never cached (negative TTL 0,
-//! seed 002 bug 3), cached pages are dropped on every open (no `keep_cache`), and nothing
+//! seed 002 bug 3), attributes and entries are cached for long only when the backend
+//! promises that nothing changes behind the mount or that it reports what does
+//! ([`vfs_core::ChangeSource`]; otherwise 1 s), cached pages are dropped on every open (no `keep_cache`), and nothing
 //! is handed to the kernel directly (no passthrough) unless asked for.
 
 use std::time::Duration;
@@ -39,6 +41,13 @@ pub struct MountOptions {
     /// How long the kernel may reuse a name → inode answer without asking again.
     /// Default: 1 s.
     pub entry_ttl: Duration,
+    /// The attribute and entry TTL used instead of [`MountOptions::attr_ttl`] and
+    /// [`MountOptions::entry_ttl`] when the backend promises that its tree changes only
+    /// through the mount or that it reports every other change
+    /// ([`vfs_core::ChangeSource`], asked with `VirtualFs::report_changes` at mount time):
+    /// the kernel then keeps what it learned until it is told otherwise. `None`: always
+    /// the short TTLs. Default: 10 minutes.
+    pub long_ttl: Option<Duration>,
     /// How long the kernel may remember that a name does not exist. Default: zero, never
     /// (a file that appears is found by the next lookup; seed 002 bug 3).
     pub negative_ttl: Duration,
@@ -93,6 +102,7 @@ impl Default for MountOptions {
             default_permissions: true,
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
+            long_ttl: Some(Duration::from_secs(600)),
             negative_ttl: Duration::ZERO,
             keep_cache: false,
             writeback_cache: false,
@@ -116,6 +126,14 @@ impl MountOptions {
                 Dispatch::Spawn => 2,
             })
             .max(1)
+    }
+
+    /// The attribute and entry TTLs for a backend whose changes come from `source`.
+    pub fn ttls_for(&self, source: vfs_core::ChangeSource) -> (Duration, Duration) {
+        match (source, self.long_ttl) {
+            (vfs_core::ChangeSource::Unknown, _) | (_, None) => (self.attr_ttl, self.entry_ttl),
+            (_, Some(long)) => (long.max(self.attr_ttl), long.max(self.entry_ttl)),
+        }
     }
 
     /// The `fuser` configuration for these options.
