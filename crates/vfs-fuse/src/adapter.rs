@@ -142,7 +142,7 @@ impl<F: VirtualFs> FuseAdapter<F> {
                 entry,
                 negative: opts.negative_ttl,
             },
-            keep_cache: opts.keep_cache,
+            keep_cache: opts.keep_cache_for(source),
             writeback_cache: opts.writeback_cache,
             passthrough: Arc::new(AtomicBool::new(opts.passthrough)),
             backing: Arc::new(Mutex::new(Backing::default())),
@@ -205,6 +205,13 @@ macro_rules! name_or_reply {
             }
         }
     };
+}
+
+/// The open flags of a passthrough reply: without `FOPEN_KEEP_CACHE` (the kernel answers
+/// the file's first write with `EIO` when both are set; passthrough has no FUSE page cache
+/// to keep anyway).
+fn passthrough_flags(fopen: FopenFlags) -> FopenFlags {
+    fopen - FopenFlags::FOPEN_KEEP_CACHE
 }
 
 /// The passthrough step of open/create: a backing id for `fh`'s descriptor, shared by every
@@ -434,7 +441,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             match fs.open(&ctx, ino(i), OpenFlags(flags.0)).await {
                 Ok(h) => match backing_for(&*fs, &enabled, &table, ino(i), h, |fd| reply.open_backing(fd)) {
-                    Some(id) => reply.opened_passthrough(FileHandle(h.0), fopen, &id),
+                    Some(id) => reply.opened_passthrough(FileHandle(h.0), passthrough_flags(fopen), &id),
                     None => reply.opened(FileHandle(h.0), fopen),
                 },
                 Err(e) => {
@@ -674,9 +681,14 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
                 Ok((attr, h)) => {
                     let fa = file_attr(&attr);
                     match backing_for(&*fs, &enabled, &table, attr.ino, h, |fd| reply.open_backing(fd)) {
-                        Some(id) => {
-                            reply.created_passthrough(&ttl.entry, &fa, Generation(0), FileHandle(h.0), fopen, &id)
-                        }
+                        Some(id) => reply.created_passthrough(
+                            &ttl.entry,
+                            &fa,
+                            Generation(0),
+                            FileHandle(h.0),
+                            passthrough_flags(fopen),
+                            &id,
+                        ),
                         None => reply.created(&ttl.entry, &fa, Generation(0), FileHandle(h.0), fopen),
                     }
                 }

@@ -168,6 +168,9 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
         invalidator.close();
         io_err(e)
     })?;
+    if let Some(kb) = opts.read_ahead_kb {
+        set_read_ahead(mountpoint, kb);
+    }
     debug!(mountpoint = %mountpoint.display(), %fsname, ?change_source, "mounted");
     Ok(Mount {
         session: Some(session),
@@ -245,6 +248,32 @@ impl Mount {
             rt.shutdown_background();
         }
         result
+    }
+}
+
+/// Sets the readahead of the mount at `path` to `kb` KiB through its backing device info
+/// (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`), after the session's `init` (which sets
+/// it to at most what `init` offered): a `statfs` waits for that. Root only; a failure is
+/// logged at debug and the kernel's default stays.
+fn set_read_ahead(path: &Path, kb: u32) {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let r = rustix::fs::statfs(path)
+        .map_err(io::Error::from)
+        .and_then(|_| std::fs::metadata(path))
+        .and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            let dev = m.dev();
+            let bdi = format!(
+                "/sys/class/bdi/{}:{}/read_ahead_kb",
+                rustix::fs::major(dev),
+                rustix::fs::minor(dev)
+            );
+            std::fs::write(bdi, kb.to_string())
+        });
+    if let Err(e) = r {
+        debug!(path = %path.display(), error = %e, "could not set the mount's readahead");
     }
 }
 

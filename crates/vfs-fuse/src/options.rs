@@ -53,7 +53,9 @@ pub struct MountOptions {
     pub negative_ttl: Duration,
     /// Keep cached file pages across opens (`FOPEN_KEEP_CACHE`). Only for backends whose
     /// data never changes behind the kernel's back, or which invalidate when it does.
-    /// Default: off.
+    /// Default: off, but in effect by itself whenever [`MountOptions::long_ttl`] is (the
+    /// backend's [`vfs_core::ChangeSource`] is not `Unknown`): its reports drop the pages
+    /// of a file changed behind the mount.
     pub keep_cache: bool,
     /// Let the kernel cache writes and send them in large batches (`FUSE_WRITEBACK_CACHE`):
     /// much faster sequential writes; the kernel owns the size and mtime of a file while it
@@ -66,6 +68,13 @@ pub struct MountOptions {
     /// go from the kernel straight to the host file (FUSE passthrough, Linux 6.9+, needs
     /// `CAP_SYS_ADMIN`). If the kernel refuses, files are served normally. Default: off.
     pub passthrough: bool,
+    /// The mount's readahead in KiB, written to its `/sys/class/bdi/<dev>/read_ahead_kb`
+    /// once the session is up (the kernel's `init` offers at most the default, 128 KiB;
+    /// requests are still at most 1 MiB, `max_pages`). Needs root; skipped otherwise.
+    /// `None`: the kernel's default (128 KiB), which is the default: 1024 measured slower
+    /// for sequential 1 MiB reads of a `LocalFs` mount of tmpfs (560-660 MB/s against
+    /// 740-1400 MB/s, doc/BENCHMARKS.md).
+    pub read_ahead_kb: Option<u32>,
     /// Mount read-only (`ro`). Default: off. (The kernel refuses writes; serve a
     /// [`vfs_core::ReadOnly`] backend as well so that nothing else can write either.)
     pub read_only: bool,
@@ -107,6 +116,7 @@ impl Default for MountOptions {
             keep_cache: false,
             writeback_cache: false,
             passthrough: false,
+            read_ahead_kb: None,
             read_only: false,
             auto_unmount: true,
             fsname: None,
@@ -134,6 +144,11 @@ impl MountOptions {
             (vfs_core::ChangeSource::Unknown, _) | (_, None) => (self.attr_ttl, self.entry_ttl),
             (_, Some(long)) => (long.max(self.attr_ttl), long.max(self.entry_ttl)),
         }
+    }
+
+    /// Whether pages are kept across opens for a backend whose changes come from `source`.
+    pub fn keep_cache_for(&self, source: vfs_core::ChangeSource) -> bool {
+        self.keep_cache || (source != vfs_core::ChangeSource::Unknown && self.long_ttl.is_some())
     }
 
     /// The `fuser` configuration for these options.
@@ -192,6 +207,25 @@ mod tests {
         assert!(!c.mount_options.contains(&fuser::MountOption::AutoUnmount));
         assert_eq!(c.acl, fuser::SessionACL::Owner);
         assert!((2..=8).contains(&c.n_threads.unwrap_or(0)));
+    }
+
+    #[test]
+    fn long_ttls_and_kept_pages_only_where_changes_are_known() {
+        use vfs_core::ChangeSource::{OnlyThroughMount, Reported, Unknown};
+        let o = MountOptions::default();
+        let short = (Duration::from_secs(1), Duration::from_secs(1));
+        let long = (Duration::from_secs(600), Duration::from_secs(600));
+        assert_eq!(o.ttls_for(Unknown), short);
+        assert_eq!(o.ttls_for(Reported), long);
+        assert_eq!(o.ttls_for(OnlyThroughMount), long);
+        assert!(!o.keep_cache_for(Unknown));
+        assert!(o.keep_cache_for(Reported) && o.keep_cache_for(OnlyThroughMount));
+        let off = MountOptions {
+            long_ttl: None,
+            ..MountOptions::default()
+        };
+        assert_eq!(off.ttls_for(Reported), short);
+        assert!(!off.keep_cache_for(Reported));
     }
 
     #[test]
