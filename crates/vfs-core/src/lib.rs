@@ -50,13 +50,17 @@ pub mod sync;
 pub mod testkit;
 pub mod types;
 pub mod vfs;
+#[cfg(feature = "watch")]
+pub mod watch;
 pub mod wrap;
 
 pub use error::{Errno, VfsError, VfsResult};
 pub use invalidate::{Invalidator, NoInvalidator};
 pub use readonly::ReadOnly;
 pub use types::*;
-pub use vfs::{InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr, xattr_namespace_check};
+pub use vfs::{
+    ChangeSource, InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr, xattr_namespace_check,
+};
 
 /// The README's code blocks, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -20,7 +20,7 @@ use crate::error::{VfsError, VfsResult};
 use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs, XattrSet,
 };
-use crate::vfs::{InodeStability, VirtualFs, access_mask};
+use crate::vfs::{ChangeSource, InodeStability, VirtualFs, access_mask};
 
 /// A backend served read-only: see the module documentation.
 #[derive(Debug)]
@@ -57,6 +57,14 @@ impl<F: VirtualFs> VirtualFs for ReadOnly<F> {
 
     fn inode_stability(&self) -> InodeStability {
         self.inner.inode_stability()
+    }
+
+    fn change_source(&self) -> ChangeSource {
+        self.inner.change_source()
+    }
+
+    fn report_changes(&self, inv: std::sync::Arc<dyn crate::invalidate::Invalidator>) -> ChangeSource {
+        self.inner.report_changes(inv)
     }
 
     async fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {

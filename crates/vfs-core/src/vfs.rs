@@ -15,10 +15,12 @@
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{VfsError, VfsResult};
+use crate::invalidate::Invalidator;
 use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
     XattrSet,
@@ -87,6 +89,31 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// The default is the conservative answer.
     fn inode_stability(&self) -> InodeStability {
         InodeStability::Volatile
+    }
+
+    /// How this backend's tree may change other than through its own operations (see
+    /// [`ChangeSource`]). A front end caches for long only what this declares safe. The
+    /// default is the conservative answer, [`ChangeSource::Unknown`].
+    fn change_source(&self) -> ChangeSource {
+        ChangeSource::Unknown
+    }
+
+    /// Starts reporting the changes made behind the front end's back to `inv`, as
+    /// invalidations (an entry by parent and name; an inode's attributes and data), and
+    /// returns the promise in effect: [`ChangeSource::Reported`] only once reports are
+    /// flowing (a watcher that could not be started gives [`ChangeSource::Unknown`]).
+    /// Called once per front end (each FUSE mount calls it with its own invalidator); a
+    /// backend serving several front ends reports to each. Must not block on the front
+    /// end: `inv` queues.
+    ///
+    /// Default: nothing is started; [`VirtualFs::change_source`], with `Reported` turned
+    /// into `Unknown`.
+    fn report_changes(&self, inv: Arc<dyn Invalidator>) -> ChangeSource {
+        let _ = inv;
+        match self.change_source() {
+            ChangeSource::Reported => ChangeSource::Unknown,
+            other => other,
+        }
     }
 
     /// Finds `name` in directory `parent`. `ENOENT` is an answer, not a failure.
@@ -388,6 +415,25 @@ pub trait VirtualFs: Send + Sync + 'static {
         let _ = (ctx, ino, fh, offset, length, mode);
         async { Err(VfsError::Unsupported) }
     }
+}
+
+/// How the tree a backend serves may change other than through its own operations, and
+/// so how long a front end may cache what it was told (FUSE entry and attribute TTLs,
+/// pages kept across opens). What each promise means for a user is in `doc/SEMANTICS.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeSource {
+    /// Nothing changes except through this backend's operations (e.g. `MemFs`, an
+    /// `Overlay` of such layers): whatever a front end caches stays true until it changes
+    /// it itself. Long caching is safe.
+    OnlyThroughMount,
+    /// Others change the tree too (other processes on a host directory, a peer, another
+    /// database client), and the backend reports each change to the invalidator given to
+    /// [`VirtualFs::report_changes`] within about a second. Long caching is safe once
+    /// reports flow.
+    Reported,
+    /// No promise: the tree may change at any time, unreported. Front ends keep caches
+    /// short (FUSE: 1 s TTLs).
+    Unknown,
 }
 
 /// Whether a backend's inode numbers survive a restart.

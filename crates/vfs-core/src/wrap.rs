@@ -45,14 +45,16 @@
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::VfsResult;
+use crate::invalidate::Invalidator;
 use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs, XattrSet,
 };
-use crate::vfs::{InodeStability, VirtualFs};
+use crate::vfs::{ChangeSource, InodeStability, VirtualFs};
 
 /// An inner backend and the hooks that stand in front of it. See the [module docs](self).
 #[derive(Debug, Default)]
@@ -90,6 +92,14 @@ macro_rules! wrap_methods {
             fn inode_stability(&self, inner: &F) -> InodeStability {
                 inner.inode_stability()
             }
+            /// [`VirtualFs::change_source`]; forwards by default.
+            fn change_source(&self, inner: &F) -> ChangeSource {
+                inner.change_source()
+            }
+            /// [`VirtualFs::report_changes`]; forwards by default.
+            fn report_changes(&self, inner: &F, inv: Arc<dyn Invalidator>) -> ChangeSource {
+                inner.report_changes(inv)
+            }
             /// [`VirtualFs::forget`]; forwards by default.
             fn forget(&self, inner: &F, ino: Ino, nlookup: u64) -> impl Future<Output = ()> + Send {
                 inner.forget(ino, nlookup)
@@ -113,6 +123,12 @@ macro_rules! wrap_methods {
             }
             fn inode_stability(&self) -> InodeStability {
                 self.hooks.inode_stability(&self.inner)
+            }
+            fn change_source(&self) -> ChangeSource {
+                self.hooks.change_source(&self.inner)
+            }
+            fn report_changes(&self, inv: Arc<dyn Invalidator>) -> ChangeSource {
+                self.hooks.report_changes(&self.inner, inv)
             }
             fn forget(&self, ino: Ino, nlookup: u64) -> impl Future<Output = ()> + Send {
                 self.hooks.forget(&self.inner, ino, nlookup)

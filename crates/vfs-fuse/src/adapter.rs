@@ -4,7 +4,8 @@
 //! - **It translates and holds no filesystem logic.** Every request becomes one call on the
 //!   backend (readdir: as many as fill the kernel's buffer) and its answer becomes the
 //!   reply; errors go through [`crate::convert::errno`]. Nothing is cached here: what the
-//!   kernel may reuse is governed by the TTLs of [`MountOptions`].
+//!   kernel may reuse is governed by the TTLs of [`MountOptions`], long only for a
+//!   backend that reports its changes or has none behind the mount.
 //! - **Every reply is sent exactly once**, from the thread or task that ran the backend's
 //!   future (a reply object dropped unsent would answer `EIO`; none is).
 //! - **`forget` reaches the backend** with the kernel's count, so per-inode state is
@@ -123,17 +124,25 @@ fn log_err(op: &'static str, e: &VfsError) {
 }
 
 impl<F: VirtualFs> FuseAdapter<F> {
-    pub(crate) fn new(fs: Arc<F>, rt: tokio::runtime::Handle, opts: &MountOptions) -> FuseAdapter<F> {
+    /// The adapter of `fs`, whose changes come from `source` (the answer of
+    /// `report_changes`, which decides the TTLs).
+    pub(crate) fn new(
+        fs: Arc<F>,
+        rt: tokio::runtime::Handle,
+        opts: &MountOptions,
+        source: vfs_core::ChangeSource,
+    ) -> FuseAdapter<F> {
+        let (attr, entry) = opts.ttls_for(source);
         FuseAdapter {
             fs,
             rt,
             dispatch: opts.dispatch,
             ttl: Ttls {
-                attr: opts.attr_ttl,
-                entry: opts.entry_ttl,
+                attr,
+                entry,
                 negative: opts.negative_ttl,
             },
-            keep_cache: opts.keep_cache,
+            keep_cache: opts.keep_cache_for(source),
             writeback_cache: opts.writeback_cache,
             passthrough: Arc::new(AtomicBool::new(opts.passthrough)),
             backing: Arc::new(Mutex::new(Backing::default())),
@@ -196,6 +205,13 @@ macro_rules! name_or_reply {
             }
         }
     };
+}
+
+/// The open flags of a passthrough reply: without `FOPEN_KEEP_CACHE` (the kernel answers
+/// the file's first write with `EIO` when both are set; passthrough has no FUSE page cache
+/// to keep anyway).
+fn passthrough_flags(fopen: FopenFlags) -> FopenFlags {
+    fopen - FopenFlags::FOPEN_KEEP_CACHE
 }
 
 /// The passthrough step of open/create: a backing id for `fh`'s descriptor, shared by every
@@ -425,7 +441,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             match fs.open(&ctx, ino(i), OpenFlags(flags.0)).await {
                 Ok(h) => match backing_for(&*fs, &enabled, &table, ino(i), h, |fd| reply.open_backing(fd)) {
-                    Some(id) => reply.opened_passthrough(FileHandle(h.0), fopen, &id),
+                    Some(id) => reply.opened_passthrough(FileHandle(h.0), passthrough_flags(fopen), &id),
                     None => reply.opened(FileHandle(h.0), fopen),
                 },
                 Err(e) => {
@@ -665,9 +681,14 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
                 Ok((attr, h)) => {
                     let fa = file_attr(&attr);
                     match backing_for(&*fs, &enabled, &table, attr.ino, h, |fd| reply.open_backing(fd)) {
-                        Some(id) => {
-                            reply.created_passthrough(&ttl.entry, &fa, Generation(0), FileHandle(h.0), fopen, &id)
-                        }
+                        Some(id) => reply.created_passthrough(
+                            &ttl.entry,
+                            &fa,
+                            Generation(0),
+                            FileHandle(h.0),
+                            passthrough_flags(fopen),
+                            &id,
+                        ),
                         None => reply.created(&ttl.entry, &fa, Generation(0), FileHandle(h.0), fopen),
                     }
                 }

@@ -18,6 +18,9 @@ use parking_lot::Mutex;
 use tracing::{debug, trace};
 use vfs_core::{Ino, Invalidator};
 
+/// The receiving end of a [`QueuedInvalidator`]'s queue, before its thread starts.
+pub(crate) struct Pending(mpsc::Receiver<Notice>);
+
 enum Notice {
     Inode { ino: Ino, offset: i64, len: i64 },
     Entry { parent: Ino, name: OsString },
@@ -45,12 +48,24 @@ impl std::fmt::Debug for Notice {
 }
 
 impl QueuedInvalidator {
-    /// Starts the sending thread over `notifier`.
-    pub(crate) fn start(notifier: fuser::Notifier) -> std::io::Result<(Arc<QueuedInvalidator>, JoinHandle<()>)> {
+    /// A queue that holds notices until [`QueuedInvalidator::start_sending`] hands them
+    /// to the kernel (a backend may report changes before the session exists).
+    pub(crate) fn queue() -> (Arc<QueuedInvalidator>, Pending) {
         let (tx, rx) = mpsc::channel::<Notice>();
-        let sent = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&sent);
-        let thread = std::thread::Builder::new()
+        let inval = Arc::new(QueuedInvalidator {
+            tx: Mutex::new(Some(tx)),
+            closed: AtomicBool::new(false),
+            sent: Arc::new(AtomicU64::new(0)),
+        });
+        (inval, Pending(rx))
+    }
+
+    /// Starts the sending thread: what was queued, and all that follows, goes to
+    /// `notifier`.
+    pub(crate) fn start_sending(&self, pending: Pending, notifier: fuser::Notifier) -> std::io::Result<JoinHandle<()>> {
+        let rx = pending.0;
+        let counter = Arc::clone(&self.sent);
+        std::thread::Builder::new()
             .name("vfs-fuse-inval".into())
             .spawn(move || {
                 while let Ok(notice) = rx.recv() {
@@ -68,13 +83,7 @@ impl QueuedInvalidator {
                         Err(e) => debug!(?notice, error = %e, "invalidation not delivered"),
                     }
                 }
-            })?;
-        let inval = Arc::new(QueuedInvalidator {
-            tx: Mutex::new(Some(tx)),
-            closed: AtomicBool::new(false),
-            sent,
-        });
-        Ok((inval, thread))
+            })
     }
 
     fn push(&self, notice: Notice) {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tracing::{debug, warn};
-use vfs_core::{Invalidator, VirtualFs};
+use vfs_core::{ChangeSource, Invalidator, VirtualFs};
 
 use crate::adapter::FuseAdapter;
 use crate::invalidate::QueuedInvalidator;
@@ -108,6 +108,8 @@ pub struct Mount {
     runtime: Option<tokio::runtime::Runtime>,
     /// Mounted with `auto_unmount`: unmounting is ours to do (see [`Mount::shutdown`]).
     auto_unmount: bool,
+    /// What the backend promised at mount time (decides the TTLs).
+    change_source: ChangeSource,
 }
 
 /// Mounts `fs` on `mountpoint` and serves it until the returned [`Mount`] is dropped or
@@ -145,8 +147,13 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
     }
     let runtime = rt.build().map_err(io_err)?;
     let fsname = opts.fsname.clone().unwrap_or_else(|| fs.source_id().to_owned());
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone(), opts);
+    // The backend may report changes from now on: they wait in the queue until the
+    // session exists and the sending thread starts.
+    let (invalidator, pending) = QueuedInvalidator::queue();
+    let change_source = fs.report_changes(Arc::clone(&invalidator) as Arc<dyn Invalidator>);
+    let adapter = FuseAdapter::new(fs, runtime.handle().clone(), opts, change_source);
     let session = fuser::Session::new(adapter, mountpoint, &opts.fuser_config(&fsname)).map_err(|e| {
+        invalidator.close();
         // Root failed to mount(2) and fuser fell back to a helper that is not installed.
         if e.kind() == io::ErrorKind::NotFound && !in_path("fusermount3") {
             MountError::NoFusermount
@@ -155,9 +162,17 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
         }
     })?;
     let notifier = session.notifier();
-    let (invalidator, inval_thread) = QueuedInvalidator::start(notifier).map_err(io_err)?;
-    let session = session.spawn().map_err(io_err)?;
-    debug!(mountpoint = %mountpoint.display(), %fsname, "mounted");
+    let started = invalidator
+        .start_sending(pending, notifier)
+        .and_then(|thread| session.spawn().map(|session| (thread, session)));
+    let (inval_thread, session) = started.map_err(|e| {
+        invalidator.close();
+        io_err(e)
+    })?;
+    if let Some(kb) = opts.read_ahead_kb {
+        set_read_ahead(mountpoint, kb);
+    }
+    debug!(mountpoint = %mountpoint.display(), %fsname, ?change_source, "mounted");
     Ok(Mount {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
@@ -165,10 +180,17 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
         inval_thread: Some(inval_thread),
         runtime: Some(runtime),
         auto_unmount: opts.auto_unmount,
+        change_source,
     })
 }
 
 impl Mount {
+    /// What the backend promised about changes behind the mount when it was mounted, which
+    /// decided the kernel's TTLs ([`MountOptions::long_ttl`]).
+    pub fn change_source(&self) -> ChangeSource {
+        self.change_source
+    }
+
     /// Where the filesystem is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
@@ -227,6 +249,32 @@ impl Mount {
             rt.shutdown_background();
         }
         result
+    }
+}
+
+/// Sets the readahead of the mount at `path` to `kb` KiB through its backing device info
+/// (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`), after the session's `init` (which sets
+/// it to at most what `init` offered): a `statfs` waits for that. Root only; a failure is
+/// logged at debug and the kernel's default stays.
+fn set_read_ahead(path: &Path, kb: u32) {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let r = rustix::fs::statfs(path)
+        .map_err(io::Error::from)
+        .and_then(|_| std::fs::metadata(path))
+        .and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            let dev = m.dev();
+            let bdi = format!(
+                "/sys/class/bdi/{}:{}/read_ahead_kb",
+                rustix::fs::major(dev),
+                rustix::fs::minor(dev)
+            );
+            std::fs::write(bdi, kb.to_string())
+        });
+    if let Err(e) = r {
+        debug!(path = %path.display(), error = %e, "could not set the mount's readahead");
     }
 }
 

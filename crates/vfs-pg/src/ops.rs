@@ -435,6 +435,17 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         vfs_core::InodeStability::Stable
     }
 
+    /// Other mounts of the database change it too; each announces its changes
+    /// (`LISTEN/NOTIFY`, see `changes.rs`).
+    fn change_source(&self) -> vfs_core::ChangeSource {
+        vfs_core::ChangeSource::Reported
+    }
+
+    fn report_changes(&self, inv: std::sync::Arc<dyn vfs_core::Invalidator>) -> vfs_core::ChangeSource {
+        self.set_invalidator(inv);
+        vfs_core::ChangeSource::Reported
+    }
+
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
         if self.modules && parent == Ino::ROOT && name.as_bytes() == CTL_NAME.as_bytes() {
             return Ok(self.ctl_attr());

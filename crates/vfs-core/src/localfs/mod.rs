@@ -53,6 +53,8 @@
 //! the tree walk, which go to tokio's blocking pool (or inline outside a runtime).
 
 mod host;
+#[cfg(feature = "watch")]
+mod report;
 mod resolve;
 
 #[cfg(all(test, not(loom)))]
@@ -84,7 +86,7 @@ use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, SetTime,
     StatFs, XattrSet, check_symlink_target,
 };
-use crate::vfs::{InodeStability, MknodSpec, VirtualFs, XATTR_SIZE_MAX, check_xattr};
+use crate::vfs::{ChangeSource, InodeStability, MknodSpec, VirtualFs, XATTR_SIZE_MAX, check_xattr};
 
 /// Fewest and most directory descriptors kept open for looked-up directories.
 const DIR_FD_BUDGET_MIN: usize = 64;
@@ -97,6 +99,12 @@ const READ_CHUNK: usize = 1 << 20;
 #[derive(Debug)]
 pub struct LocalFs {
     inner: Arc<Inner>,
+    /// The canonical root, for the watcher.
+    #[cfg_attr(not(feature = "watch"), allow(dead_code))]
+    root_path: std::path::PathBuf,
+    /// Reports of host changes to front ends, once one asked.
+    #[cfg(feature = "watch")]
+    reports: parking_lot::Mutex<Option<report::Reports>>,
 }
 
 /// Who the process is, for giving new objects to the caller.
@@ -164,6 +172,9 @@ impl LocalFs {
                 creds,
                 source_id: format!("localfs:{}", canonical.display()),
             }),
+            root_path: canonical,
+            #[cfg(feature = "watch")]
+            reports: parking_lot::Mutex::new(None),
         })
     }
 
@@ -441,6 +452,43 @@ fn with_xattr_buf(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> 
 impl VirtualFs for LocalFs {
     fn source_id(&self) -> &str {
         &self.inner.source_id
+    }
+
+    /// Other processes change the host directory; with the `watch` feature, an inotify
+    /// watcher reports each change.
+    fn change_source(&self) -> ChangeSource {
+        if cfg!(feature = "watch") {
+            ChangeSource::Reported
+        } else {
+            ChangeSource::Unknown
+        }
+    }
+
+    fn report_changes(&self, inv: std::sync::Arc<dyn crate::invalidate::Invalidator>) -> ChangeSource {
+        #[cfg(feature = "watch")]
+        {
+            let mut reports = self.reports.lock();
+            if let Some(r) = reports.as_ref() {
+                r.add(inv);
+                return ChangeSource::Reported;
+            }
+            match report::Reports::start(&self.root_path, Arc::clone(&self.inner), inv) {
+                Ok(r) => {
+                    *reports = Some(r);
+                    ChangeSource::Reported
+                }
+                Err(e) => {
+                    // E.g. too few inotify watches (fs.inotify.max_user_watches).
+                    tracing::warn!(root = %self.root_path.display(), error = %e, "cannot watch the host directory; changes made behind the mount are not reported");
+                    ChangeSource::Unknown
+                }
+            }
+        }
+        #[cfg(not(feature = "watch"))]
+        {
+            let _ = inv;
+            ChangeSource::Unknown
+        }
     }
 
     fn inode_stability(&self) -> InodeStability {

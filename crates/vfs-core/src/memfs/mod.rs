@@ -31,7 +31,7 @@ use crate::types::{
     AccessMode, Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
     Timestamp, XattrSet, check_symlink_target,
 };
-use crate::vfs::{InodeStability, MknodSpec, VirtualFs, check_xattr, xattr_namespace_check};
+use crate::vfs::{ChangeSource, InodeStability, MknodSpec, VirtualFs, check_xattr, xattr_namespace_check};
 use node::{Content, DirData, FileData, MAX_FILE_SIZE, Node, Slot};
 
 /// Most hard links one inode may have.
@@ -628,6 +628,11 @@ impl VirtualFs for MemFs {
 
     fn inode_stability(&self) -> InodeStability {
         InodeStability::Volatile
+    }
+
+    /// A memory tree changes only through these operations.
+    fn change_source(&self) -> ChangeSource {
+        ChangeSource::OnlyThroughMount
     }
 
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {

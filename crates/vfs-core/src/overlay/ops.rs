@@ -24,7 +24,7 @@ use crate::types::{
     Attr, DirEntry, DirEntryPlus, Fh, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, StatFs,
     XattrSet,
 };
-use crate::vfs::{InodeStability, VirtualFs, access_mask, check_access};
+use crate::vfs::{ChangeSource, InodeStability, VirtualFs, access_mask, check_access};
 
 fn is_meta(parent: Ino, name: Name<'_>) -> bool {
     parent == Ino::ROOT && name.as_bytes() == META_DIR.as_bytes()
@@ -276,6 +276,21 @@ impl<U: VirtualFs, L: VirtualFs> VirtualFs for Overlay<U, L> {
 
     fn inode_stability(&self) -> InodeStability {
         self.inode_stability_of_layers()
+    }
+
+    /// Only through the mount if every layer is; otherwise no promise: the overlay's
+    /// inode numbers are its own, so a layer's reports could not be passed on as they are.
+    fn change_source(&self) -> ChangeSource {
+        let quiet = self.upper.change_source() == ChangeSource::OnlyThroughMount
+            && self
+                .lowers
+                .iter()
+                .all(|l| l.change_source() == ChangeSource::OnlyThroughMount);
+        if quiet {
+            ChangeSource::OnlyThroughMount
+        } else {
+            ChangeSource::Unknown
+        }
     }
 
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {

@@ -318,7 +318,7 @@ impl<F: VirtualFs> Exporter<F> {
 /// inotify overflow, events lost around a directory move): peers that receive an update
 /// of it revalidate everything. No real path has it (share paths never start with `/`),
 /// so the debouncer never merges it with a real change.
-pub const REVALIDATE_ALL: &[u8] = b"/";
+pub const REVALIDATE_ALL: &[u8] = vfs_core::watch::REVALIDATE_ALL;
 
 /// The "revalidate everything" change.
 pub fn revalidate_all(attrs: Attr) -> ShareChange {

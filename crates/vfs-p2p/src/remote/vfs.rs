@@ -69,6 +69,16 @@ impl VirtualFs for RemoteFs {
         &self.inner.source_id
     }
 
+    /// The owner changes the tree too, and its exporter reports every change.
+    fn change_source(&self) -> vfs_core::ChangeSource {
+        vfs_core::ChangeSource::Reported
+    }
+
+    fn report_changes(&self, inv: Arc<dyn vfs_core::Invalidator>) -> vfs_core::ChangeSource {
+        self.set_invalidator(inv);
+        vfs_core::ChangeSource::Reported
+    }
+
     fn inode_stability(&self) -> InodeStability {
         if self.inner.hello.lock().stable_inodes {
             InodeStability::Stable
