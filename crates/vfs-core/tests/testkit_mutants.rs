@@ -43,6 +43,30 @@ fn catches_size_published_before_data() {
     expect_failure(r, "zeros");
 }
 
+/// The two-critical-section write with no yield point between the sections, run 50 times
+/// through the race at its default settings. NOT YET MET: on the shared 2-core machine
+/// (load ~10) the kit caught it in 3 to 7 of 50 runs (see /work/notes/kit.md), so this
+/// test is ignored until the race catches it every time; run it with `--ignored`.
+#[test]
+#[ignore = "the race does not yet catch the no-yield mutant on every run"]
+fn catches_size_before_data_without_a_yield_every_time() {
+    let start = std::time::Instant::now();
+    let mut missed = 0;
+    for _ in 0..50 {
+        if check_scenario(|| backend(Bug::SizeBeforeDataNoYield), races::write_vs_getattr).is_ok() {
+            missed += 1;
+        }
+    }
+    println!(
+        "write_vs_getattr: 50 runs on the no-yield mutant, {missed} missed, {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        missed, 0,
+        "the race missed the no-yield two-section write in {missed} of 50 runs"
+    );
+}
+
 #[test]
 fn catches_missing_ctime_on_rename() {
     let r = check_scenario(|| backend(Bug::NoCtimeOnRename), scenarios::ctime_rules);
