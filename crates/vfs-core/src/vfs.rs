@@ -105,7 +105,7 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// - `ENOENT` when `name` is not in `parent` (also once removed) `[lookup.missing]`;
     /// - `ENOTDIR` when `parent` is not a directory `[lookup.notdir]`;
     /// - a name over 255 bytes never reaches the backend: [`Name::new`](crate::Name::new) refuses it
-    /// with `ENAMETOOLONG` `[name.too_long]`.
+    ///   with `ENAMETOOLONG` `[name.too_long]`.
     fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<Attr>> + Send;
 
     /// The front end dropped `nlookup` references to `ino` (FUSE `FORGET`). A backend
@@ -121,7 +121,7 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - a size never ahead of the data a read returns: no reader sees a size without its
-    /// data `[race.size_with_data]`, nor a size no write made `[race.size_bound]`.
+    ///   data `[race.size_with_data]`, nor a size no write made `[race.size_bound]`.
     fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> impl Future<Output = VfsResult<Attr>> + Send;
 
     /// Changes attributes (chmod, chown, truncate, utimes) and returns the new ones.
@@ -133,7 +133,7 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// - `EISDIR` for a size change of a directory `[setattr.truncate_dir]`;
     /// - truncating down then up exposes zeros, never old bytes `[setattr.truncate_zeros]`;
     /// - chmod/chown change ctime `[ctime.change]` and leave mtime alone `[ctime.only]`; a size
-    /// change changes mtime and ctime `[mtime.write]`.
+    ///   change changes mtime and ctime `[mtime.write]`.
     fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> impl Future<Output = VfsResult<Attr>> + Send {
         let _ = (ctx, ino, set);
         async { Err(VfsError::NotImplemented) }
@@ -246,15 +246,15 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `ENOENT` when `name` does not exist `[rename.missing]`, or with `EXCHANGE`, when the
-    /// target does not `[rename.exchange_missing]`;
+    ///   target does not `[rename.exchange_missing]`;
     /// - `EINVAL` when a directory would move into itself or its own subtree `[rename.subtree]`;
     /// - `ENOTEMPTY` over a non-empty directory (also a file over one of its ancestors)
-    /// `[rename.notempty]`; `ENOTDIR` for a directory over a non-directory `[rename.notdir]`;
-    /// `EISDIR` for a non-directory over a directory `[rename.isdir]`;
+    ///   `[rename.notempty]`; `ENOTDIR` for a directory over a non-directory `[rename.notdir]`;
+    ///   `EISDIR` for a non-directory over a directory `[rename.isdir]`;
     /// - `EEXIST` with `NOREPLACE` when the target exists, even as a hard link of the source
-    /// `[rename.noreplace]`; unsupported flags: `EINVAL` `[absent.errno]`;
+    ///   `[rename.noreplace]`; unsupported flags: `EINVAL` `[absent.errno]`;
     /// - a moved directory's `..` is its new parent `[rename.dotdot]`; the moved inode's ctime
-    /// changes `[ctime.change]`.
+    ///   changes `[ctime.change]`.
     fn rename(
         &self,
         ctx: &RequestCtx,
@@ -395,7 +395,7 @@ pub trait VirtualFs: Send + Sync + 'static {
     ///
     /// - listings do not depend on the page size `[readdir.pages]`;
     /// - a listing resumed by cookies never repeats a name `[readdir.no_repeat]` and lists every
-    /// entry that was not changed meanwhile `[readdir.all_untouched]`.
+    ///   entry that was not changed meanwhile `[readdir.all_untouched]`.
     fn readdir(
         &self,
         ctx: &RequestCtx,
@@ -449,7 +449,7 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `ENODATA` for a missing name `[xattr.missing]`; use [`check_xattr`] and
-    /// [`xattr_namespace_check`] for names and values.
+    ///   [`xattr_namespace_check`] for names and values.
     fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> impl Future<Output = VfsResult<Bytes>> + Send {
         let _ = (ctx, ino, name);
         async { Err(VfsError::Unsupported) }

@@ -12,6 +12,8 @@ fn expect_failure(r: Result<(), impl std::fmt::Display>, needle: &str) -> String
         Ok(()) => panic!("the kit passed a mutant it must catch (looking for {needle:?})"),
         Err(e) => e.to_string(),
     };
+    // What a user sees (run with --nocapture to read it).
+    println!("--- the kit's report (looking for {needle:?}):\n{msg}");
     assert!(
         msg.contains(needle),
         "the kit failed, but not for the expected reason {needle:?}:\n{msg}"

@@ -122,7 +122,7 @@ pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
         let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open for reading");
         let mut k = 0u64;
         while !done.load(Ordering::Acquire) {
-            if k % 4 == 0 {
+            if k.is_multiple_of(4) {
                 let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr");
                 kit_ensure!(
                     a.size <= largest,
@@ -138,8 +138,10 @@ pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
             );
             if let Some(at) = data.iter().position(|&x| x == 0) {
                 return Err(Failure(format!(
-                    "rule: [race.size_with_data] a reader never sees a size without its data (the writer writes no zero byte)\n  seen: a read of {} bytes with zeros in it, the first at offset {at} (observation {k} of this reader): the size ran ahead of the data",
-                    data.len()
+                    "rule: [race.size_with_data] a reader never sees a size without its data (the writer writes no zero byte)\n  seen: a read of {} bytes with zeros in it, the first at offset {at} (observation {k} of this reader): the size ran ahead of the data\n  at: {}:{}",
+                    data.len(),
+                    file!(),
+                    line!()
                 )));
             }
             k += 1;
