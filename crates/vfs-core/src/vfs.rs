@@ -79,6 +79,15 @@ pub fn check_access(attr: &Attr, ctx: &RequestCtx, mask: u32) -> VfsResult<()> {
 /// cookie that resumes *after* it. A listing resumed with cookies while entries are
 /// added and removed never repeats an entry, and every entry that exists untouched for
 /// the whole listing appears exactly once. `.` and `..` are included.
+///
+/// The contract is checked by the conformance kit (`vfs_core::testkit`, feature `testkit`;
+/// guide: doc/BACKENDS.md). Each method's "Errors and rules the kit checks" lists the
+/// answers the kit expects, each with the id (in brackets) that a kit failure prints. A
+/// backend that declares a capability absent (`testkit::Cap`) answers what needs it with
+/// that capability's errno: `EROFS` (or `ENOSYS`) for changes, `EOPNOTSUPP` for xattrs,
+/// `EPERM` (or `ENOSYS`) for links, symlinks and special files, `EINVAL` for rename flags
+/// `[absent.errno]`. An unknown inode is `ESTALE`. Helpers: [`check_access`],
+/// [`check_xattr`], [`xattr_namespace_check`], [`MknodSpec::new`].
 pub trait VirtualFs: Send + Sync + 'static {
     /// A stable name for what this filesystem serves (e.g. `localfs:/srv/data`). Stateless
     /// front ends derive their file-handle generation from it, so the same source gives
@@ -117,6 +126,13 @@ pub trait VirtualFs: Send + Sync + 'static {
     }
 
     /// Finds `name` in directory `parent`. `ENOENT` is an answer, not a failure.
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `ENOENT` when `name` is not in `parent` (also once removed) `[lookup.missing]`;
+    /// - `ENOTDIR` when `parent` is not a directory `[lookup.notdir]`;
+    /// - a name over 255 bytes never reaches the backend: [`Name::new`](crate::Name::new) refuses it
+    ///   with `ENAMETOOLONG` `[name.too_long]`.
     fn lookup(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<Attr>> + Send;
 
     /// The front end dropped `nlookup` references to `ino` (FUSE `FORGET`). A backend
@@ -128,11 +144,23 @@ pub trait VirtualFs: Send + Sync + 'static {
 
     /// Attributes of `ino`, never older than the last write that completed before this
     /// call began.
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - a size never ahead of the data a read returns: no reader sees a size without its
+    ///   data `[race.size_with_data]`, nor a size no write made `[race.size_bound]`.
     fn getattr(&self, ctx: &RequestCtx, ino: Ino, fh: Option<Fh>) -> impl Future<Output = VfsResult<Attr>> + Send;
 
     /// Changes attributes (chmod, chown, truncate, utimes) and returns the new ones.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EISDIR` for a size change of a directory `[setattr.truncate_dir]`;
+    /// - truncating down then up exposes zeros, never old bytes `[setattr.truncate_zeros]`;
+    /// - chmod/chown change ctime `[ctime.change]` and leave mtime alone `[ctime.only]`; a size
+    ///   change changes mtime and ctime `[mtime.write]`.
     fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> impl Future<Output = VfsResult<Attr>> + Send {
         let _ = (ctx, ino, set);
         async { Err(VfsError::NotImplemented) }
@@ -141,6 +169,10 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// The target of symlink `ino`.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EINVAL` when `ino` is not a symlink `[readlink.notlink]`.
     fn readlink(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<OsString>> + Send {
         let _ = (ctx, ino);
         async { Err(VfsError::NotImplemented) }
@@ -150,6 +182,11 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// bits of `mode`. `umask` is applied to the permission bits.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - use [`MknodSpec::new`] for Linux's checks of `mode`;
+    /// - without special files, `EPERM` (or `ENOSYS`) `[absent.errno]`.
     fn mknod(
         &self,
         ctx: &RequestCtx,
@@ -166,6 +203,11 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// Creates a directory.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EEXIST` when `name` exists `[mkdir.exists]`;
+    /// - the parent gains one link `[mkdir.parent_nlink]`, and mtime and ctime `[mtime.parent]`.
     fn mkdir(
         &self,
         ctx: &RequestCtx,
@@ -182,6 +224,11 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// handles.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EISDIR` for a directory `[unlink.isdir]`;
+    /// - an open handle keeps reading and writing the unlinked inode `[unlink.open]`.
     fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send {
         let _ = (ctx, parent, name);
         async { Err(VfsError::NotImplemented) }
@@ -190,6 +237,12 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// Removes an empty directory.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `ENOTEMPTY` when the directory has entries `[rmdir.notempty]`;
+    /// - `ENOTDIR` when `name` is not a directory `[rmdir.notdir]`;
+    /// - the parent loses one link `[rmdir.parent_nlink]`.
     fn rmdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> impl Future<Output = VfsResult<()>> + Send {
         let _ = (ctx, parent, name);
         async { Err(VfsError::NotImplemented) }
@@ -198,6 +251,10 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// Creates a symbolic link to `target` (stored verbatim, never followed by the backend).
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EEXIST` when `name` exists `[symlink.exists]`.
     fn symlink(
         &self,
         ctx: &RequestCtx,
@@ -212,6 +269,19 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// Renames `parent/name` to `newparent/newname`, atomically, with `renameat2` flags.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `ENOENT` when `name` does not exist `[rename.missing]`, or with `EXCHANGE`, when the
+    ///   target does not `[rename.exchange_missing]`;
+    /// - `EINVAL` when a directory would move into itself or its own subtree `[rename.subtree]`;
+    /// - `ENOTEMPTY` over a non-empty directory (also a file over one of its ancestors)
+    ///   `[rename.notempty]`; `ENOTDIR` for a directory over a non-directory `[rename.notdir]`;
+    ///   `EISDIR` for a non-directory over a directory `[rename.isdir]`;
+    /// - `EEXIST` with `NOREPLACE` when the target exists, even as a hard link of the source
+    ///   `[rename.noreplace]`; unsupported flags: `EINVAL` `[absent.errno]`;
+    /// - a moved directory's `..` is its new parent `[rename.dotdot]`; the moved inode's ctime
+    ///   changes `[ctime.change]`.
     fn rename(
         &self,
         ctx: &RequestCtx,
@@ -228,6 +298,11 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// Adds the name `newparent/newname` for `ino`.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EEXIST` when the new name exists `[link.exists]`;
+    /// - `EPERM` for a directory `[link.dir]`.
     fn link(
         &self,
         ctx: &RequestCtx,
@@ -240,12 +315,21 @@ pub trait VirtualFs: Send + Sync + 'static {
     }
 
     /// Opens `ino`; the handle records the access mode of `flags`. `O_TRUNC` truncates.
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `O_TRUNC` empties the file `[open.trunc]`;
+    /// - a read-only backend answers a write open with `EROFS` `[absent.errno]`.
     fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> impl Future<Output = VfsResult<Fh>> + Send;
 
     /// Creates and opens a regular file (`O_CREAT`; `O_EXCL` fails with `EEXIST` on an
     /// existing name).
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EEXIST` with `O_EXCL` when `name` exists `[create.excl]`.
     fn create(
         &self,
         ctx: &RequestCtx,
@@ -260,6 +344,11 @@ pub trait VirtualFs: Send + Sync + 'static {
     }
 
     /// Reads up to `size` bytes at `offset`; fewer only at end of file. Holes read as zeros.
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EBADF` through a handle not opened for reading `[read.badf]`;
+    /// - holes read as zeros `[read.hole]`.
     fn read(
         &self,
         ctx: &RequestCtx,
@@ -273,6 +362,12 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// returns the count written.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `EBADF` through a handle not opened for writing `[write.badf]`;
+    /// - an `O_APPEND` handle writes at the end whatever `offset` says `[write.append]`;
+    /// - changes mtime and ctime `[mtime.write]`.
     fn write(
         &self,
         ctx: &RequestCtx,
@@ -322,6 +417,12 @@ pub trait VirtualFs: Send + Sync + 'static {
     }
 
     /// Up to `max` entries of directory `ino` after `cookie` (0: from the start).
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - listings do not depend on the page size `[readdir.pages]`;
+    /// - a listing resumed by cookies never repeats a name `[readdir.no_repeat]` and lists every
+    ///   entry that was not changed meanwhile `[readdir.all_untouched]`.
     fn readdir(
         &self,
         ctx: &RequestCtx,
@@ -371,12 +472,22 @@ pub trait VirtualFs: Send + Sync + 'static {
     }
 
     /// The value of extended attribute `name`. Default: not supported.
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `ENODATA` for a missing name `[xattr.missing]`; use [`check_xattr`] and
+    ///   [`xattr_namespace_check`] for names and values.
     fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> impl Future<Output = VfsResult<Bytes>> + Send {
         let _ = (ctx, ino, name);
         async { Err(VfsError::Unsupported) }
     }
 
     /// Sets extended attribute `name`. Default: not supported.
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// - `ENODATA` with `XATTR_REPLACE` for a missing name `[xattr.missing]`;
+    /// - `EEXIST` with `XATTR_CREATE` for an existing one `[xattr.create_exists]`.
     fn setxattr(
         &self,
         ctx: &RequestCtx,

@@ -12,6 +12,8 @@ fn expect_failure(r: Result<(), impl std::fmt::Display>, needle: &str) -> String
         Ok(()) => panic!("the kit passed a mutant it must catch (looking for {needle:?})"),
         Err(e) => e.to_string(),
     };
+    // What a user sees (run with --nocapture to read it).
+    println!("--- the kit's report (looking for {needle:?}):\n{msg}");
     assert!(
         msg.contains(needle),
         "the kit failed, but not for the expected reason {needle:?}:\n{msg}"
@@ -41,6 +43,30 @@ fn an_unmutated_wrapper_passes() {
 fn catches_size_published_before_data() {
     let r = check_scenario(|| backend(Bug::SizeBeforeData), races::write_vs_getattr);
     expect_failure(r, "zeros");
+}
+
+/// The two-critical-section write with no yield point between the sections, run 50 times
+/// through the race at its default settings. NOT YET MET: on the shared 2-core machine
+/// (load ~10) the kit caught it in 3 to 7 of 50 runs (see /work/notes/kit.md), so this
+/// test is ignored until the race catches it every time; run it with `--ignored`.
+#[test]
+#[ignore = "the race does not yet catch the no-yield mutant on every run"]
+fn catches_size_before_data_without_a_yield_every_time() {
+    let start = std::time::Instant::now();
+    let mut missed = 0;
+    for _ in 0..50 {
+        if check_scenario(|| backend(Bug::SizeBeforeDataNoYield), races::write_vs_getattr).is_ok() {
+            missed += 1;
+        }
+    }
+    println!(
+        "write_vs_getattr: 50 runs on the no-yield mutant, {missed} missed, {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        missed, 0,
+        "the race missed the no-yield two-section write in {missed} of 50 runs"
+    );
 }
 
 #[test]

@@ -84,14 +84,119 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 
+use crate::error::Errno;
 use crate::vfs::VirtualFs;
 use std::sync::Arc;
+
+/// Something a backend may not support. A backend declares what it lacks with
+/// [`Backend::without`] (or [`Backend::with_caps`]); the kit then skips exactly the checks
+/// that need it, printing `skipped: <reason>`, and checks instead that the missing thing
+/// answers with one of [`Cap::absent_errnos`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cap {
+    /// Any change at all (create, mkdir, write, setattr, ...). Absent: `EROFS` (or the
+    /// trait's default `ENOSYS`), and opening for writing is `EROFS`.
+    Writes,
+    /// Extended attributes. Absent: `EOPNOTSUPP` (the trait's default).
+    Xattrs,
+    /// Fifos, sockets and device nodes through `mknod`. Absent: `EPERM` (or `ENOSYS`).
+    SpecialFiles,
+    /// More than one name for a file (`link`). Absent: `EPERM` (or `ENOSYS`).
+    HardLinks,
+    /// Symbolic links. Absent: `EPERM` (or `ENOSYS`).
+    Symlinks,
+    /// `RENAME_NOREPLACE` and `RENAME_EXCHANGE`. Absent: `EINVAL`, as Linux answers an
+    /// unsupported flag.
+    RenameFlags,
+    /// mtime and ctime kept and changed by the rules of doc/SEMANTICS.md. Absent: nothing
+    /// to answer; the time-stamp checks are skipped.
+    Timestamps,
+}
+
+impl Cap {
+    /// Every capability, in declaration order.
+    pub const ALL: [Cap; 7] = [
+        Cap::Writes,
+        Cap::Xattrs,
+        Cap::SpecialFiles,
+        Cap::HardLinks,
+        Cap::Symlinks,
+        Cap::RenameFlags,
+        Cap::Timestamps,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// What the capability is, in words (used in "skipped: ..." lines).
+    pub fn what(self) -> &'static str {
+        match self {
+            Cap::Writes => "writes",
+            Cap::Xattrs => "extended attributes",
+            Cap::SpecialFiles => "special files (fifos, sockets, devices)",
+            Cap::HardLinks => "hard links",
+            Cap::Symlinks => "symbolic links",
+            Cap::RenameFlags => "rename flags (NOREPLACE, EXCHANGE)",
+            Cap::Timestamps => "time stamps",
+        }
+    }
+
+    /// The answers the kit accepts from an operation that needs this capability when the
+    /// backend declares it absent (first: the one to prefer).
+    pub fn absent_errnos(self) -> &'static [Errno] {
+        match self {
+            Cap::Writes => &[Errno::EROFS, Errno::ENOSYS],
+            Cap::Xattrs => &[Errno::EOPNOTSUPP],
+            Cap::SpecialFiles | Cap::HardLinks | Cap::Symlinks => &[Errno::EPERM, Errno::ENOSYS],
+            Cap::RenameFlags => &[Errno::EINVAL],
+            Cap::Timestamps => &[],
+        }
+    }
+}
+
+/// A set of [`Cap`]s: what a backend supports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Caps(u8);
+
+impl Caps {
+    /// Everything (the default: a full POSIX backend such as `MemFs`).
+    pub const ALL: Caps = Caps(0x7f);
+    /// Nothing: a read-only backend without xattrs, such as the README's `Hello`.
+    pub const NONE: Caps = Caps(0);
+
+    /// Whether `cap` is in the set.
+    pub fn has(self, cap: Cap) -> bool {
+        self.0 & cap.bit() != 0
+    }
+    /// The set with `cap`.
+    pub fn with(self, cap: Cap) -> Caps {
+        Caps(self.0 | cap.bit())
+    }
+    /// The set without `cap`.
+    pub fn without(self, cap: Cap) -> Caps {
+        Caps(self.0 & !cap.bit())
+    }
+    /// The first of `needs` that is not in the set.
+    pub fn missing(self, needs: &[Cap]) -> Option<Cap> {
+        needs.iter().copied().find(|c| !self.has(*c))
+    }
+}
+
+impl fmt::Debug for Caps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(Cap::ALL.iter().filter(|c| self.has(**c)))
+            .finish()
+    }
+}
 
 /// A backend under test, plus whatever must outlive it (a temporary directory, a server).
 pub struct Backend<F> {
     /// The filesystem.
     pub fs: Arc<F>,
     keep: Vec<Arc<dyn Any + Send + Sync>>,
+    caps: Caps,
 }
 
 impl<F> Clone for Backend<F> {
@@ -99,7 +204,28 @@ impl<F> Clone for Backend<F> {
         Backend {
             fs: Arc::clone(&self.fs),
             keep: self.keep.clone(),
+            caps: self.caps,
         }
+    }
+}
+
+impl<F> Backend<F> {
+    /// What the backend declares it supports ([`Caps::ALL`] unless narrowed).
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    /// Declares the whole set of what the backend supports, e.g. [`Caps::NONE`] for a
+    /// read-only backend without xattrs.
+    pub fn with_caps(mut self, caps: Caps) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// Declares that the backend lacks `cap`.
+    pub fn without(mut self, cap: Cap) -> Self {
+        self.caps = self.caps.without(cap);
+        self
     }
 }
 
@@ -109,6 +235,7 @@ impl<F: VirtualFs> Backend<F> {
         Backend {
             fs: Arc::new(fs),
             keep: Vec::new(),
+            caps: Caps::ALL,
         }
     }
 
@@ -138,12 +265,44 @@ impl fmt::Display for Failure {
 /// What a scenario returns.
 pub type KitResult = Result<(), Failure>;
 
-/// Fails the enclosing scenario with a formatted reason unless `cond` holds.
+/// Fails the enclosing scenario with a formatted reason unless `cond` holds. The reason
+/// should state the rule and what was seen; the kit adds the file and line of the check.
 #[macro_export]
 macro_rules! kit_ensure {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
-            return Err($crate::testkit::Failure(format!($($fmt)+)));
+            return Err($crate::testkit::Failure(format!("{}\n  at: {}:{}", format!($($fmt)+), file!(), line!())));
+        }
+    };
+}
+
+/// Fails the scenario unless `seen == expected`, reporting both (`Debug`) and the rule.
+#[macro_export]
+macro_rules! kit_eq {
+    ($seen:expr, $expected:expr, $($fmt:tt)+) => {
+        match (&$seen, &$expected) {
+            (seen, expected) => {
+                if seen != expected {
+                    return Err($crate::testkit::Failure(format!(
+                        "rule: {}\n  expected: {:?}\n  seen:     {:?}\n  at: {}:{}",
+                        format!($($fmt)+), expected, seen, file!(), line!()
+                    )));
+                }
+            }
+        }
+    };
+}
+
+/// Fails the scenario unless the bytes `seen` equal `expected`, reporting lengths, the
+/// first differing offset and both sides around it as escaped strings and hex.
+#[macro_export]
+macro_rules! kit_bytes_eq {
+    ($seen:expr, $expected:expr, $($fmt:tt)+) => {
+        if let Some(diff) = $crate::testkit::bytes_diff(&$expected[..], &$seen[..]) {
+            return Err($crate::testkit::Failure(format!(
+                "rule: {}\n{diff}  at: {}:{}",
+                format!($($fmt)+), file!(), line!()
+            )));
         }
     };
 }
@@ -155,24 +314,61 @@ macro_rules! kit_try {
         match $e {
             Ok(v) => v,
             Err(err) => {
-                return Err($crate::testkit::Failure(format!("{}: unexpected error {err:?} ({})", format!($($fmt)+), err.errno())))
+                return Err($crate::testkit::Failure(format!(
+                    "step: {}\n  expected: success\n  seen:     {:?} ({:?})\n  at: {}:{}",
+                    format!($($fmt)+), err.errno(), err, file!(), line!()
+                )))
             }
         }
     };
 }
 
-/// Fails the scenario unless `$e` failed with errno `$want`.
+/// Fails the scenario unless `$e` failed with errno `$want`. The description starts with
+/// the rule's id in brackets (`[lookup.missing]`), the id the trait's docs use.
 #[macro_export]
 macro_rules! kit_expect_err {
     ($e:expr, $want:expr, $($fmt:tt)+) => {
         match $e {
             Err(err) if err.errno() == $want => {}
             Err(err) => {
-                return Err($crate::testkit::Failure(format!("{}: expected {:?}, got {:?} ({:?})", format!($($fmt)+), $want, err.errno(), err)))
+                return Err($crate::testkit::Failure(format!(
+                    "rule: {}\n  expected: {:?}\n  seen:     {:?} ({:?})\n  at: {}:{}",
+                    format!($($fmt)+), $want, err.errno(), err, file!(), line!()
+                )))
             }
-            Ok(_) => return Err($crate::testkit::Failure(format!("{}: expected {:?}, but it succeeded", format!($($fmt)+), $want))),
+            Ok(_) => return Err($crate::testkit::Failure(format!(
+                "rule: {}\n  expected: {:?}\n  seen:     success\n  at: {}:{}",
+                format!($($fmt)+), $want, file!(), line!()
+            ))),
         }
     };
+}
+
+/// How two byte strings differ, or `None` if they are equal: both lengths, the first
+/// differing offset, and 16 bytes from a little before it on each side, as an escaped
+/// string and as hex.
+pub fn bytes_diff(expected: &[u8], seen: &[u8]) -> Option<String> {
+    if expected == seen {
+        return None;
+    }
+    let first = expected
+        .iter()
+        .zip(seen)
+        .position(|(a, b)| a != b)
+        .unwrap_or(expected.len().min(seen.len()));
+    let from = first.saturating_sub(4);
+    let window = |b: &[u8]| {
+        let w = &b[from.min(b.len())..(from + 16).min(b.len())];
+        let hex: Vec<String> = w.iter().map(|x| format!("{x:02x}")).collect();
+        format!("\"{}\" [{}]", w.escape_ascii(), hex.join(" "))
+    };
+    Some(format!(
+        "  expected: {} bytes, from offset {from}: {}\n  seen:     {} bytes, from offset {from}: {}\n  first difference at offset {first}\n",
+        expected.len(),
+        window(expected),
+        seen.len(),
+        window(seen),
+    ))
 }
 
 pub(crate) fn env_u64(var: &str, default: u64) -> u64 {
@@ -204,8 +400,9 @@ where
     runtime().block_on(scenario(backend))
 }
 
-/// Runs one scenario and panics with its reason if it fails (what the generated
-/// `#[test]`s call).
+/// Runs one scenario and panics with its reason if it fails (kept for harnesses that
+/// call scenarios by hand; the macro uses [`run_kit_scenario`]).
+#[track_caller]
 pub fn run_scenario<F, Fut>(factory: impl Fn() -> Backend<F>, scenario: impl FnOnce(Backend<F>) -> Fut)
 where
     F: VirtualFs,
@@ -213,6 +410,41 @@ where
 {
     if let Err(f) = check_scenario(factory, scenario) {
         panic!("{f}");
+    }
+}
+
+/// Runs the kit's check `name` (a scenario, a race or the model) on a fresh backend,
+/// unless the backend lacks one of `needs`: then prints `skipped: ...` and returns. On
+/// failure, panics with the check's name, step, rule, expected and seen; the panic points
+/// at the caller (the user's `vfs_conformance!` line).
+#[track_caller]
+pub fn run_kit_scenario<F, Fut>(
+    factory: impl Fn() -> Backend<F>,
+    name: &str,
+    needs: &[Cap],
+    scenario: impl FnOnce(Backend<F>) -> Fut,
+) where
+    F: VirtualFs,
+    Fut: Future<Output = KitResult>,
+{
+    let backend = factory();
+    if let Some(cap) = backend.caps().missing(needs) {
+        println!(
+            "skipped: kit check `{name}` needs {}, which the backend declares absent",
+            cap.what()
+        );
+        return;
+    }
+    if let Err(f) = runtime().block_on(scenario(backend)) {
+        panic!("kit check `{name}` failed\n  {f}");
+    }
+}
+
+/// Runs the model test unless the backend lacks writes (then prints `skipped: ...`).
+#[track_caller]
+pub fn run_kit_model<F: VirtualFs>(factory: impl Fn() -> Backend<F>) {
+    if let Err(report) = model::check_model(factory, model::cases_from_env()) {
+        panic!("kit check `model_random_operation_sequences` failed\n{report}");
     }
 }
 
@@ -228,6 +460,7 @@ macro_rules! vfs_conformance {
             #[allow(unused_imports)]
             use super::*;
             $crate::vfs_conformance!(@tests $factory;
+                tree_walk,
                 lookup_and_getattr,
                 create_exclusive,
                 mkdir_rmdir_and_link_counts,
@@ -260,9 +493,11 @@ macro_rules! vfs_conformance {
             );
             #[test]
             fn model_random_operation_sequences() {
-                if let Err(report) = $crate::testkit::model::check_model($factory, $crate::testkit::model::cases_from_env()) {
-                    panic!("{report}");
-                }
+                $crate::testkit::run_kit_model($factory);
+            }
+            #[test]
+            fn absent_capabilities_answer_errno() {
+                $crate::testkit::run_kit_scenario($factory, "absent_capabilities_answer_errno", &[], $crate::testkit::scenarios::absent_capabilities_answer_errno);
             }
         }
     };
@@ -270,7 +505,7 @@ macro_rules! vfs_conformance {
         $(
             #[test]
             fn $name() {
-                $crate::testkit::run_scenario($factory, $crate::testkit::scenarios::$name);
+                $crate::testkit::run_kit_scenario($factory, stringify!($name), $crate::testkit::scenarios::needs(stringify!($name)), $crate::testkit::scenarios::$name);
             }
         )*
     };
@@ -278,8 +513,58 @@ macro_rules! vfs_conformance {
         $(
             #[test]
             fn $name() {
-                $crate::testkit::run_scenario($factory, $crate::testkit::races::$name);
+                $crate::testkit::run_kit_scenario($factory, stringify!($name), &[$crate::testkit::Cap::Writes], $crate::testkit::races::$name);
             }
         )*
     };
+}
+
+#[cfg(test)]
+#[cfg(not(loom))]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Rule ids in brackets (`[lookup.missing]`) found in `text`, in lines that `keep`.
+    fn rule_ids(text: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
+        let mut ids = BTreeSet::new();
+        for line in text.lines().filter(|l| keep(l)) {
+            for part in line.split('[').skip(1) {
+                let Some(id) = part.split(']').next() else { continue };
+                let ok = id.contains('.')
+                    && id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');
+                if ok {
+                    ids.insert(id.to_string());
+                }
+            }
+        }
+        ids
+    }
+
+    /// The trait's docs and the kit's checks name the same rules: a rule documented on
+    /// `VirtualFs` and checked nowhere, or checked and not documented, fails here.
+    #[test]
+    fn trait_docs_and_kit_checks_name_the_same_rules() {
+        let docs = rule_ids(include_str!("../vfs.rs"), |l| l.trim_start().starts_with("///"));
+        let mut kit = rule_ids(include_str!("scenarios.rs"), |l| !l.trim_start().starts_with("//"));
+        kit.extend(rule_ids(include_str!("races.rs"), |l| {
+            !l.trim_start().starts_with("//")
+        }));
+        let undocumented: Vec<_> = kit.difference(&docs).collect();
+        let unchecked: Vec<_> = docs.difference(&kit).collect();
+        assert!(
+            undocumented.is_empty() && unchecked.is_empty(),
+            "rules checked by the kit but not on VirtualFs's docs: {undocumented:?}\nrules on VirtualFs's docs that no kit check uses: {unchecked:?}"
+        );
+        assert!(kit.len() >= 30, "only {} rule ids found: {kit:?}", kit.len());
+    }
+
+    #[test]
+    fn bytes_diff_names_the_first_differing_offset() {
+        let d = super::bytes_diff(b"hello world", b"hello\0world").expect("they differ");
+        assert!(d.contains("first difference at offset 5"), "{d}");
+        assert!(d.contains("\\x00"), "escaped: {d}");
+        assert!(d.contains("00 77"), "hex: {d}");
+        assert!(super::bytes_diff(b"same", b"same").is_none());
+    }
 }

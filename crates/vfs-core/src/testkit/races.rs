@@ -11,13 +11,18 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::scenarios::{CTX, list, mkfile, nm};
 use super::{Backend, Failure, KitResult};
 use crate::types::{Ino, OpenFlags, RenameFlags, SetAttr};
 use crate::vfs::VirtualFs;
 use crate::{kit_ensure, kit_try};
+
+/// The longest a race keeps its writer going past its rounds while waiting for the
+/// readers to have observed enough.
+const RACE_DEADLINE: Duration = Duration::from_secs(1);
 
 fn iterations() -> u64 {
     super::env_u64("VFS_TESTKIT_RACE_ITERS", 1000)
@@ -74,10 +79,6 @@ fn pattern(k: u64) -> u8 {
     (k % 250) as u8 + 1
 }
 
-fn length(k: u64) -> usize {
-    1 + (k as usize * 37) % 9000
-}
-
 /// Seed 000, bug one: getattr and read racing a writer that truncates and rewrites a file.
 /// No size a reader sees exceeds what the writer wrote, and a read never returns a zero
 /// byte: zeros would mean the size ran ahead of the data, the "wrong clamp length and
@@ -86,42 +87,65 @@ fn length(k: u64) -> usize {
 pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let n = iterations();
     let ino = kit_try!(mkfile(&*b.fs, Ino::ROOT, "f", b"").await, "create f");
-    let largest = (0..n).map(|k| length(k) as u64).max().unwrap_or(0);
+    // Every length the writer can use (it may run past `n` rounds, see below).
+    let largest = 512u64;
+    // Small writes from buffers made up front: the writer's rounds are then mostly the
+    // backend's own work, so a preemption or a parallel reader lands between a backend's
+    // critical sections as often as possible.
+    let buffers: Vec<Vec<u8>> = (0..64u64)
+        .map(|k| vec![pattern(k); 1 + (k as usize * 37) % 512])
+        .collect();
     let fs = &*b.fs;
     let done = AtomicBool::new(false);
+    // The writer keeps going until the readers together made `8 n` observations (or
+    // `RACE_DEADLINE` passed): on a loaded machine the threads may not run side by side
+    // for the first rounds, and a window of a few instructions between two critical
+    // sections is only seen while they do.
+    let reads = AtomicU64::new(0);
+    let deadline = Instant::now() + RACE_DEADLINE;
     let writer = async {
         let _done = SetOnDrop(&done);
         let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open for writing");
-        for k in 0..n {
+        let mut k = 0u64;
+        while k < n || (reads.load(Ordering::Relaxed) < 8 * n && Instant::now() < deadline) {
             kit_try!(fs.setattr(&CTX, ino, SetAttr::size(0)).await, "truncate to 0");
             kit_try!(
-                fs.write(&CTX, ino, fh, 0, &vec![pattern(k); length(k)]).await,
+                fs.write(&CTX, ino, fh, 0, &buffers[(k % 64) as usize]).await,
                 "write round {k}"
             );
+            k += 1;
         }
         kit_try!(fs.release(&CTX, ino, fh).await, "release");
         Ok(())
     };
     let reader = || async {
         let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open for reading");
+        let mut k = 0u64;
         while !done.load(Ordering::Acquire) {
-            let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr");
-            kit_ensure!(
-                a.size <= largest,
-                "getattr saw size {}, larger than any write ({largest})",
-                a.size
-            );
+            if k.is_multiple_of(4) {
+                let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr");
+                kit_ensure!(
+                    a.size <= largest,
+                    "rule: [race.size_bound] getattr never sees a size no write made\n  expected: at most {largest}\n  seen:     {}",
+                    a.size
+                );
+            }
             let data = kit_try!(fs.read(&CTX, ino, fh, 0, 16384).await, "read");
             kit_ensure!(
                 data.len() as u64 <= largest,
-                "read returned {} bytes, more than any write ({largest})",
+                "rule: [race.size_bound] a read never returns more than any write\n  expected: at most {largest} bytes\n  seen:     {}",
                 data.len()
             );
-            kit_ensure!(
-                !data.contains(&0),
-                "read {} bytes with zeros in them: size ahead of data",
-                data.len()
-            );
+            if let Some(at) = data.iter().position(|&x| x == 0) {
+                return Err(Failure(format!(
+                    "rule: [race.size_with_data] a reader never sees a size without its data (the writer writes no zero byte)\n  seen: a read of {} bytes with zeros in it, the first at offset {at} (observation {k} of this reader): the size ran ahead of the data\n  at: {}:{}",
+                    data.len(),
+                    file!(),
+                    line!()
+                )));
+            }
+            k += 1;
+            reads.fetch_add(1, Ordering::Relaxed);
         }
         kit_try!(fs.release(&CTX, ino, fh).await, "release");
         Ok(())

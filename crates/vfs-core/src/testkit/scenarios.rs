@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use super::{Backend, KitResult};
+use super::{Backend, Cap, Caps, Failure, KitResult};
 use crate::error::{Errno, VfsError, VfsResult};
 use crate::types::{Attr, FileType, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, XattrSet};
 use crate::vfs::VirtualFs;
-use crate::{kit_ensure, kit_expect_err, kit_try};
+use crate::{kit_bytes_eq, kit_ensure, kit_eq, kit_expect_err, kit_try};
 
 pub(crate) const CTX: RequestCtx = RequestCtx::ROOT;
 
@@ -118,6 +118,223 @@ async fn attr_of<F: VirtualFs>(fs: &F, ino: Ino) -> VfsResult<Attr> {
     fs.getattr(&CTX, ino, None).await
 }
 
+/// What each scenario needs; a backend lacking one of them skips it (see [`Cap`]).
+/// Scenarios not listed need writes only.
+pub fn needs(scenario: &str) -> &'static [Cap] {
+    use Cap::*;
+    match scenario {
+        "tree_walk" | "statfs_sane" | "absent_capabilities_answer_errno" => &[],
+        "rename_noreplace" => &[Writes, RenameFlags, HardLinks],
+        "rename_exchange" => &[Writes, RenameFlags],
+        "hard_link_counts" => &[Writes, HardLinks],
+        "symlink_and_readlink" => &[Writes, Symlinks],
+        "mknod_kinds" => &[Writes, SpecialFiles],
+        "xattrs" => &[Writes, Xattrs],
+        "ctime_rules" => &[Writes, Timestamps, HardLinks],
+        "mtime_rules" => &[Writes, Timestamps],
+        _ => &[Writes],
+    }
+}
+
+/// Most nodes [`tree_walk`] visits.
+const WALK_MAX: usize = 1000;
+
+/// Works on any backend, read-only ones included: walks the tree from the root (after
+/// making a small one if the backend can write) and checks that listings read one entry
+/// at a time and 64 at a time agree, that every listed name looks up to the listed inode
+/// and type, that `getattr` agrees, that each directory's `..` is its parent, that a
+/// regular file reads exactly `size` bytes, and that a missing name is `ENOENT`.
+pub async fn tree_walk<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    if b.caps().has(Cap::Writes) {
+        let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir d");
+        kit_try!(mkfile(fs, d.ino, "f", b"walk").await, "create d/f");
+        kit_try!(mkfile(fs, Ino::ROOT, "top", b"").await, "create top");
+    }
+    kit_expect_err!(
+        fs.lookup(&CTX, Ino::ROOT, nm("kit-no-such-name")).await,
+        Errno::ENOENT,
+        "[lookup.missing] lookup of a missing name"
+    );
+    let up = kit_try!(dotdot(fs, Ino::ROOT).await, "readdir / for ..");
+    kit_eq!(up, Some(Ino::ROOT), "the root's .. is the root");
+    let mut queue = vec![Ino::ROOT];
+    let mut visited = 0usize;
+    while let Some(dir) = queue.pop() {
+        let one = kit_try!(list(fs, dir, 1).await, "readdir {dir:?} one entry at a time");
+        let mut many = kit_try!(list(fs, dir, 64).await, "readdir {dir:?} 64 at a time");
+        let mut sorted = one.clone();
+        sorted.sort();
+        many.sort();
+        kit_eq!(
+            sorted,
+            many,
+            "[readdir.pages] a listing of {dir:?} does not depend on the page size"
+        );
+        for (name, kind, ino) in one {
+            visited += 1;
+            kit_ensure!(visited <= WALK_MAX, "tree_walk: more than {WALK_MAX} nodes (a cycle?)");
+            let looked = kit_try!(
+                fs.lookup(&CTX, dir, nm(&name)).await,
+                "lookup {name:?} listed in {dir:?}"
+            );
+            kit_eq!(
+                (looked.ino, looked.kind),
+                (ino, kind),
+                "lookup of {name:?} agrees with its listing"
+            );
+            let got = kit_try!(attr_of(fs, ino).await, "getattr of {name:?} ({ino:?})");
+            kit_eq!(
+                (got.ino, got.kind),
+                (ino, kind),
+                "getattr of {name:?} agrees with lookup"
+            );
+            match kind {
+                FileType::Directory => {
+                    let up = kit_try!(dotdot(fs, ino).await, "readdir {name:?} for ..");
+                    kit_eq!(up, Some(dir), "the .. of directory {name:?}");
+                    queue.push(ino);
+                }
+                FileType::Regular => {
+                    let data = kit_try!(read_all(fs, ino).await, "read {name:?} to the end");
+                    kit_eq!(
+                        data.len() as u64,
+                        got.size,
+                        "reading {name:?} to the end gives `size` bytes"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `r` is an error among `accepted`.
+fn absent_answer<T>(r: VfsResult<T>, accepted: &[Errno], what: &str) -> KitResult {
+    match r {
+        Err(e) if accepted.contains(&e.errno()) => {
+            println!("absent: {what} answered {:?}", e.errno());
+            Ok(())
+        }
+        Err(e) => Err(Failure(format!(
+            "rule: [absent.errno] {what}\n  expected: one of {accepted:?}\n  seen:     {:?} ({e:?})",
+            e.errno()
+        ))),
+        Ok(_) => Err(Failure(format!(
+            "rule: [absent.errno] {what}\n  expected: one of {accepted:?}\n  seen:     success"
+        ))),
+    }
+}
+
+/// For every capability the backend declares absent, the operations that need it answer
+/// with one of [`Cap::absent_errnos`] (`EROFS` for writes, `EOPNOTSUPP` for xattrs, ...).
+/// A backend that lacks writes may answer `EROFS` to anything that would write.
+pub async fn absent_capabilities_answer_errno<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let caps: Caps = b.caps();
+    let writes = caps.has(Cap::Writes);
+    let or_rofs = |cap: Cap| -> Vec<Errno> {
+        let mut v = cap.absent_errnos().to_vec();
+        if !writes {
+            v.extend_from_slice(Cap::Writes.absent_errnos());
+        }
+        v
+    };
+    // A regular file to work on: made if the backend writes, else the first one listed.
+    let file = if writes {
+        Some(kit_try!(
+            mkfile(fs, Ino::ROOT, "kit-absent", b"x").await,
+            "create kit-absent"
+        ))
+    } else {
+        let entries = kit_try!(list(fs, Ino::ROOT, 64).await, "readdir /");
+        entries.into_iter().find(|e| e.1 == FileType::Regular).map(|e| e.2)
+    };
+    let wrofs = Cap::Writes.absent_errnos();
+    if !writes {
+        absent_answer(
+            fs.create(&CTX, Ino::ROOT, nm("kit-new"), 0o644, 0, OpenFlags::RDWR)
+                .await,
+            wrofs,
+            "create without writes",
+        )?;
+        absent_answer(
+            fs.mkdir(&CTX, Ino::ROOT, nm("kit-new"), 0o755, 0).await,
+            wrofs,
+            "mkdir without writes",
+        )?;
+        absent_answer(
+            fs.setattr(&CTX, Ino::ROOT, SetAttr::mode(0o700)).await,
+            wrofs,
+            "chmod without writes",
+        )?;
+        if let Some(f) = file {
+            absent_answer(
+                fs.open(&CTX, f, OpenFlags::WRONLY).await,
+                &[Errno::EROFS],
+                "open for writing without writes",
+            )?;
+        }
+    }
+    if !caps.has(Cap::Xattrs) {
+        let k = OsStr::new("user.kit");
+        let no = Cap::Xattrs.absent_errnos();
+        absent_answer(fs.getxattr(&CTX, Ino::ROOT, k).await, no, "getxattr without xattrs")?;
+        absent_answer(fs.listxattr(&CTX, Ino::ROOT).await, no, "listxattr without xattrs")?;
+        let set = or_rofs(Cap::Xattrs);
+        absent_answer(
+            fs.setxattr(&CTX, Ino::ROOT, k, b"v", XattrSet::Any).await,
+            &set,
+            "setxattr without xattrs",
+        )?;
+        absent_answer(
+            fs.removexattr(&CTX, Ino::ROOT, k).await,
+            &set,
+            "removexattr without xattrs",
+        )?;
+    }
+    if !caps.has(Cap::HardLinks)
+        && let Some(f) = file
+    {
+        absent_answer(
+            fs.link(&CTX, f, Ino::ROOT, nm("kit-link")).await,
+            &or_rofs(Cap::HardLinks),
+            "link without hard links",
+        )?;
+    }
+    if !caps.has(Cap::Symlinks) {
+        absent_answer(
+            fs.symlink(&CTX, Ino::ROOT, nm("kit-sym"), OsStr::new("t")).await,
+            &or_rofs(Cap::Symlinks),
+            "symlink without symbolic links",
+        )?;
+    }
+    if !caps.has(Cap::SpecialFiles) {
+        absent_answer(
+            fs.mknod(&CTX, Ino::ROOT, nm("kit-fifo"), libc::S_IFIFO | 0o644, 0, 0)
+                .await,
+            &or_rofs(Cap::SpecialFiles),
+            "mknod of a fifo without special files",
+        )?;
+    }
+    if !caps.has(Cap::RenameFlags) && writes {
+        kit_try!(mkfile(fs, Ino::ROOT, "kit-other", b"").await, "create kit-other");
+        for flags in [RenameFlags::NOREPLACE, RenameFlags::EXCHANGE] {
+            absent_answer(
+                fs.rename(&CTX, Ino::ROOT, nm("kit-absent"), Ino::ROOT, nm("kit-other"), flags)
+                    .await,
+                Cap::RenameFlags.absent_errnos(),
+                "rename with flags without rename flags",
+            )?;
+        }
+    }
+    if !caps.has(Cap::Timestamps) {
+        println!("skipped: time-stamp checks (the backend declares no time stamps; nothing to answer)");
+    }
+    Ok(())
+}
+
 /// lookup and getattr agree; a missing name is `ENOENT`; a file as a directory `ENOTDIR`.
 pub async fn lookup_and_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let fs = &*b.fs;
@@ -131,21 +348,21 @@ pub async fn lookup_and_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let got = kit_try!(attr_of(fs, ino).await, "getattr f");
     kit_ensure!(
         looked.ino == ino && got.ino == ino,
-        "lookup {looked:?} vs getattr {got:?}"
+        "rule: lookup and getattr agree on the inode\n  seen: lookup {looked:?}\n  getattr {got:?}"
     );
     kit_ensure!(
         got.size == 5 && got.kind == FileType::Regular && got.nlink == 1,
-        "attributes of f: {got:?}"
+        "rule: f has size 5, is a regular file, has 1 link\n  seen: {got:?}"
     );
     kit_expect_err!(
         fs.lookup(&CTX, Ino::ROOT, nm("missing")).await,
         Errno::ENOENT,
-        "lookup of a missing name"
+        "[lookup.missing] lookup of a missing name"
     );
     kit_expect_err!(
         fs.lookup(&CTX, ino, nm("x")).await,
         Errno::ENOTDIR,
-        "lookup under a file"
+        "[lookup.notdir] lookup under a file"
     );
     Ok(())
 }
@@ -158,7 +375,7 @@ pub async fn create_exclusive<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.create(&CTX, Ino::ROOT, nm("f"), 0o644, 0, excl).await,
         Errno::EEXIST,
-        "O_EXCL create of f"
+        "[create.excl] O_EXCL create of f"
     );
     let (attr, fh) = kit_try!(
         fs.create(&CTX, Ino::ROOT, nm("f"), 0o644, 0, OpenFlags::RDWR).await,
@@ -170,9 +387,10 @@ pub async fn create_exclusive<F: VirtualFs>(b: Backend<F>) -> KitResult {
         "create without O_EXCL opened {:?}, not the existing {ino:?}",
         attr.ino
     );
-    kit_ensure!(
-        kit_try!(read_all(fs, ino).await, "read f") == b"keep",
-        "create without O_TRUNC kept the data"
+    kit_bytes_eq!(
+        kit_try!(read_all(fs, ino).await, "read f"),
+        b"keep",
+        "create without O_TRUNC keeps the data"
     );
     Ok(())
 }
@@ -183,38 +401,48 @@ pub async fn mkdir_rmdir_and_link_counts<F: VirtualFs>(b: Backend<F>) -> KitResu
     let fs = &*b.fs;
     let before = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink;
     let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir d");
-    kit_ensure!(d.kind == FileType::Directory && d.nlink == 2, "new directory: {d:?}");
-    kit_ensure!(
-        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink == before + 1,
-        "parent nlink after mkdir"
+    kit_eq!(
+        (d.kind, d.nlink),
+        (FileType::Directory, 2),
+        "a new directory has 2 links (kind, nlink)"
+    );
+    kit_eq!(
+        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink,
+        before + 1,
+        "[mkdir.parent_nlink] mkdir adds one link to the parent (nlink of /)"
     );
     kit_expect_err!(
         fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await,
         Errno::EEXIST,
-        "mkdir over d"
+        "[mkdir.exists] mkdir over d"
     );
     kit_try!(mkfile(fs, d.ino, "f", b"").await, "create d/f");
     kit_expect_err!(
         fs.rmdir(&CTX, Ino::ROOT, nm("d")).await,
         Errno::ENOTEMPTY,
-        "rmdir of non-empty d"
+        "[rmdir.notempty] rmdir of non-empty d"
     );
-    kit_expect_err!(fs.rmdir(&CTX, d.ino, nm("f")).await, Errno::ENOTDIR, "rmdir of a file");
+    kit_expect_err!(
+        fs.rmdir(&CTX, d.ino, nm("f")).await,
+        Errno::ENOTDIR,
+        "[rmdir.notdir] rmdir of a file"
+    );
     kit_expect_err!(
         fs.unlink(&CTX, Ino::ROOT, nm("d")).await,
         Errno::EISDIR,
-        "unlink of a directory"
+        "[unlink.isdir] unlink of a directory"
     );
     kit_try!(fs.unlink(&CTX, d.ino, nm("f")).await, "unlink d/f");
     kit_try!(fs.rmdir(&CTX, Ino::ROOT, nm("d")).await, "rmdir d");
-    kit_ensure!(
-        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink == before,
-        "parent nlink after rmdir"
+    kit_eq!(
+        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink,
+        before,
+        "[rmdir.parent_nlink] rmdir takes one link from the parent (nlink of /)"
     );
     kit_expect_err!(
         fs.lookup(&CTX, Ino::ROOT, nm("d")).await,
         Errno::ENOENT,
-        "lookup of removed d"
+        "[lookup.missing] lookup of removed d"
     );
     Ok(())
 }
@@ -229,18 +457,19 @@ pub async fn rename_over_file<F: VirtualFs>(b: Backend<F>) -> KitResult {
             .await,
         "rename a -> b"
     );
-    kit_ensure!(
-        kit_try!(names(fs, Ino::ROOT).await, "readdir") == ["b"],
-        "only b remains"
+    kit_eq!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir"),
+        ["b"],
+        "after rename a -> b only b remains"
     );
     let got = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("b")).await, "lookup b");
-    kit_ensure!(got.ino == a, "b is the renamed inode");
-    kit_ensure!(kit_try!(read_all(fs, a).await, "read b") == b"new", "b holds a's data");
+    kit_eq!(got.ino, a, "b is the renamed inode");
+    kit_bytes_eq!(kit_try!(read_all(fs, a).await, "read b"), b"new", "b holds a's data");
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("c"), RenameFlags::NONE)
             .await,
         Errno::ENOENT,
-        "rename of a missing name"
+        "[rename.missing] rename of a missing name"
     );
     Ok(())
 }
@@ -259,31 +488,33 @@ pub async fn rename_over_directories<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("src"), Ino::ROOT, nm("full"), r).await,
         Errno::ENOTEMPTY,
-        "dir over non-empty dir"
+        "[rename.notempty] dir over non-empty dir"
     );
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("src"), Ino::ROOT, nm("file"), r).await,
         Errno::ENOTDIR,
-        "dir over file"
+        "[rename.notdir] dir over file"
     );
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("file"), Ino::ROOT, nm("empty"), r).await,
         Errno::EISDIR,
-        "file over dir"
+        "[rename.isdir] file over dir"
     );
     let links = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink;
     kit_try!(
         fs.rename(&CTX, Ino::ROOT, nm("src"), Ino::ROOT, nm("empty"), r).await,
         "dir over empty dir"
     );
-    kit_ensure!(
-        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink == links - 1,
+    kit_eq!(
+        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink,
+        links - 1,
         "replacing a directory drops the parent's link count by one"
     );
     let moved = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("empty")).await, "lookup empty");
-    kit_ensure!(moved.ino == src.ino, "empty is now src");
-    kit_ensure!(
-        kit_try!(names(fs, src.ino).await, "readdir") == ["inside"],
+    kit_eq!(moved.ino, src.ino, "empty is now src");
+    kit_eq!(
+        kit_try!(names(fs, src.ino).await, "readdir"),
+        ["inside"],
         "content moved with it"
     );
     Ok(())
@@ -300,21 +531,22 @@ pub async fn rename_into_own_subtree<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("a"), a.ino, nm("x"), r).await,
         Errno::EINVAL,
-        "a -> a/x"
+        "[rename.subtree] a -> a/x"
     );
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("a"), abc.ino, nm("x"), r).await,
         Errno::EINVAL,
-        "a -> a/b/c/x"
+        "[rename.subtree] a -> a/b/c/x"
     );
     kit_try!(mkfile(fs, abc.ino, "f", b"").await, "create a/b/c/f");
     kit_expect_err!(
         fs.rename(&CTX, abc.ino, nm("f"), Ino::ROOT, nm("a"), r).await,
         Errno::ENOTEMPTY,
-        "a/b/c/f -> a"
+        "[rename.notempty] a/b/c/f -> a"
     );
-    kit_ensure!(
-        kit_try!(names(fs, Ino::ROOT).await, "readdir /") == ["a"],
+    kit_eq!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir /"),
+        ["a"],
         "nothing moved"
     );
     kit_try!(
@@ -322,7 +554,7 @@ pub async fn rename_into_own_subtree<F: VirtualFs>(b: Backend<F>) -> KitResult {
         "a/b/c -> c"
     );
     let up = kit_try!(dotdot(fs, abc.ino).await, "readdir c");
-    kit_ensure!(up == Some(Ino::ROOT), "after the move, c/.. is {up:?}, not the root");
+    kit_eq!(up, Some(Ino::ROOT), "[rename.dotdot] after the move, c/.. is the root");
     Ok(())
 }
 
@@ -337,19 +569,20 @@ pub async fn rename_noreplace<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("b"), nr).await,
         Errno::EEXIST,
-        "NOREPLACE over b"
+        "[rename.noreplace] NOREPLACE over b"
     );
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("a2"), nr).await,
         Errno::EEXIST,
-        "NOREPLACE over a hard link"
+        "[rename.noreplace] NOREPLACE over a hard link"
     );
     kit_try!(
         fs.rename(&CTX, Ino::ROOT, nm("a"), Ino::ROOT, nm("c"), nr).await,
         "NOREPLACE to a free name"
     );
-    kit_ensure!(
-        kit_try!(names(fs, Ino::ROOT).await, "readdir") == ["a2", "b", "c"],
+    kit_eq!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir"),
+        ["a2", "b", "c"],
         "a became c"
     );
     Ok(())
@@ -366,28 +599,32 @@ pub async fn rename_exchange<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.rename(&CTX, Ino::ROOT, nm("f"), Ino::ROOT, nm("none"), x).await,
         Errno::ENOENT,
-        "EXCHANGE with a missing target"
+        "[rename.exchange_missing] EXCHANGE with a missing target"
     );
     kit_try!(
         fs.rename(&CTX, Ino::ROOT, nm("f"), d.ino, nm("sub"), x).await,
         "EXCHANGE /f <-> /d/sub"
     );
-    kit_ensure!(
-        kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("f")).await, "lookup /f").ino == sub.ino,
-        "/f is the directory"
+    kit_eq!(
+        kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("f")).await, "lookup /f").ino,
+        sub.ino,
+        "after EXCHANGE /f is the directory"
     );
-    kit_ensure!(
-        kit_try!(fs.lookup(&CTX, d.ino, nm("sub")).await, "lookup /d/sub").ino == f,
-        "/d/sub is the file"
+    kit_eq!(
+        kit_try!(fs.lookup(&CTX, d.ino, nm("sub")).await, "lookup /d/sub").ino,
+        f,
+        "after EXCHANGE /d/sub is the file"
     );
-    kit_ensure!(
-        kit_try!(attr_of(fs, d.ino).await, "getattr d").nlink == 2,
-        "d lost a subdirectory"
+    kit_eq!(
+        kit_try!(attr_of(fs, d.ino).await, "getattr d").nlink,
+        2,
+        "d lost a subdirectory: nlink of d"
     );
     let up = kit_try!(dotdot(fs, sub.ino).await, "readdir /f");
-    kit_ensure!(
-        up == Some(Ino::ROOT),
-        "the moved directory's .. is {up:?}, not the root"
+    kit_eq!(
+        up,
+        Some(Ino::ROOT),
+        "[rename.dotdot] the moved directory's .. is the root"
     );
     Ok(())
 }
@@ -402,17 +639,21 @@ pub async fn unlink_while_open<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.lookup(&CTX, Ino::ROOT, nm("f")).await,
         Errno::ENOENT,
-        "lookup after unlink"
+        "[lookup.missing] lookup after unlink"
     );
     let data = kit_try!(fs.read(&CTX, ino, fh, 0, 100).await, "read through the open handle");
-    kit_ensure!(
-        &data[..] == b"still here",
-        "data after unlink: {:?}",
-        String::from_utf8_lossy(&data)
+    kit_bytes_eq!(
+        data,
+        b"still here",
+        "[unlink.open] an unlinked file stays readable through an open handle"
     );
     kit_try!(fs.write(&CTX, ino, fh, 10, b"!").await, "write through the open handle");
     let attr = kit_try!(fs.getattr(&CTX, ino, Some(fh)).await, "getattr through the handle");
-    kit_ensure!(attr.nlink == 0 && attr.size == 11, "unlinked open file: {attr:?}");
+    kit_eq!(
+        (attr.nlink, attr.size),
+        (0, 11),
+        "an unlinked open file: (nlink, size) after a write at 10"
+    );
     kit_try!(fs.release(&CTX, ino, fh).await, "release");
     kit_ensure!(
         fs.getattr(&CTX, ino, None).await.is_err(),
@@ -427,27 +668,36 @@ pub async fn hard_link_counts<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let ino = kit_try!(mkfile(fs, Ino::ROOT, "a", b"shared").await, "create a");
     let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir d");
     let l = kit_try!(fs.link(&CTX, ino, d.ino, nm("b")).await, "link d/b");
-    kit_ensure!(l.ino == ino && l.nlink == 2, "link result {l:?}");
+    kit_eq!(
+        (l.ino, l.nlink),
+        (ino, 2),
+        "link returns the inode with one more name: (ino, nlink)"
+    );
     kit_expect_err!(
         fs.link(&CTX, ino, d.ino, nm("b")).await,
         Errno::EEXIST,
-        "link over an existing name"
+        "[link.exists] link over an existing name"
     );
     kit_expect_err!(
         fs.link(&CTX, d.ino, Ino::ROOT, nm("dd")).await,
         Errno::EPERM,
-        "link of a directory"
+        "[link.dir] link of a directory"
     );
     let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open");
     kit_try!(fs.write(&CTX, ino, fh, 0, b"S").await, "write through one name");
     kit_try!(fs.release(&CTX, ino, fh).await, "release");
     let other = kit_try!(fs.lookup(&CTX, d.ino, nm("b")).await, "lookup d/b");
-    kit_ensure!(
-        kit_try!(read_all(fs, other.ino).await, "read d/b") == b"Shared",
+    kit_bytes_eq!(
+        kit_try!(read_all(fs, other.ino).await, "read d/b"),
+        b"Shared",
         "both names see the write"
     );
     kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("a")).await, "unlink a");
-    kit_ensure!(kit_try!(attr_of(fs, ino).await, "getattr").nlink == 1, "one name left");
+    kit_eq!(
+        kit_try!(attr_of(fs, ino).await, "getattr").nlink,
+        1,
+        "one name left: nlink"
+    );
     Ok(())
 }
 
@@ -463,17 +713,17 @@ pub async fn sparse_write_reads_zeros<F: VirtualFs>(b: Backend<F>) -> KitResult 
     let far = 10 * 1024 * 1024 + 7;
     kit_try!(fs.write(&CTX, ino, fh, far, b"tail").await, "write tail past a hole");
     let size = kit_try!(attr_of(fs, ino).await, "getattr").size;
-    kit_ensure!(size == far + 4, "size {size}, expected {}", far + 4);
+    kit_eq!(size, far + 4, "a write past the end sets the size to its end");
     let hole = kit_try!(fs.read(&CTX, ino, fh, 4096, 65536).await, "read inside the hole");
-    kit_ensure!(
-        hole.len() == 65536 && hole.iter().all(|&x| x == 0),
-        "hole reads as {} bytes of zeros",
-        hole.len()
+    kit_bytes_eq!(
+        hole,
+        vec![0u8; 65536],
+        "[read.hole] 64 KiB read inside a hole are zeros"
     );
     let edge = kit_try!(fs.read(&CTX, ino, fh, far - 2, 100).await, "read across the tail");
-    kit_ensure!(&edge[..] == b"\0\0tail", "tail read {:?}", &edge[..]);
+    kit_bytes_eq!(edge, b"\0\0tail", "a read across the tail stops at the end");
     let past = kit_try!(fs.read(&CTX, ino, fh, far + 4, 100).await, "read at the end");
-    kit_ensure!(past.is_empty(), "read at end of file returned {} bytes", past.len());
+    kit_eq!(past.len(), 0, "a read at end of file returns no bytes");
     kit_try!(fs.release(&CTX, ino, fh).await, "release");
     Ok(())
 }
@@ -483,15 +733,19 @@ pub async fn truncate_up_and_down<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let fs = &*b.fs;
     let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"0123456789").await, "create f");
     let a = kit_try!(fs.setattr(&CTX, ino, SetAttr::size(4)).await, "truncate to 4");
-    kit_ensure!(a.size == 4, "size after truncate down: {}", a.size);
+    kit_eq!(a.size, 4, "size after truncate down");
     kit_try!(fs.setattr(&CTX, ino, SetAttr::size(8)).await, "truncate up to 8");
     let data = kit_try!(read_all(fs, ino).await, "read");
-    kit_ensure!(data == b"0123\0\0\0\0", "after down then up: {data:?}");
+    kit_bytes_eq!(
+        data,
+        b"0123\0\0\0\0",
+        "[setattr.truncate_zeros] truncate down then up exposes zeros"
+    );
     let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir");
     kit_expect_err!(
         fs.setattr(&CTX, d.ino, SetAttr::size(0)).await,
         Errno::EISDIR,
-        "truncate of a directory"
+        "[setattr.truncate_dir] truncate of a directory"
     );
     Ok(())
 }
@@ -507,18 +761,20 @@ pub async fn open_truncate_and_append<F: VirtualFs>(b: Backend<F>) -> KitResult 
     );
     kit_try!(fs.write(&CTX, ino, fh, 0, b"def").await, "append");
     kit_try!(fs.release(&CTX, ino, fh).await, "release");
-    kit_ensure!(
-        kit_try!(read_all(fs, ino).await, "read") == b"abcdef",
-        "O_APPEND wrote at the end"
+    kit_bytes_eq!(
+        kit_try!(read_all(fs, ino).await, "read"),
+        b"abcdef",
+        "[write.append] an O_APPEND handle writes at the end"
     );
     let fh = kit_try!(
         fs.open(&CTX, ino, OpenFlags::RDWR.with(libc::O_TRUNC)).await,
         "open O_TRUNC"
     );
     kit_try!(fs.release(&CTX, ino, fh).await, "release");
-    kit_ensure!(
-        kit_try!(attr_of(fs, ino).await, "getattr").size == 0,
-        "O_TRUNC emptied the file"
+    kit_eq!(
+        kit_try!(attr_of(fs, ino).await, "getattr").size,
+        0,
+        "[open.trunc] O_TRUNC empties the file: size"
     );
     Ok(())
 }
@@ -532,19 +788,20 @@ pub async fn handle_access_modes<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.write(&CTX, ino, ro, 0, b"x").await,
         Errno::EBADF,
-        "write through O_RDONLY"
+        "[write.badf] write through O_RDONLY"
     );
     let wo = kit_try!(fs.open(&CTX, ino, OpenFlags::WRONLY).await, "open O_WRONLY");
     kit_expect_err!(
         fs.read(&CTX, ino, wo, 0, 1).await,
         Errno::EBADF,
-        "read through O_WRONLY"
+        "[read.badf] read through O_WRONLY"
     );
     kit_try!(fs.release(&CTX, ino, ro).await, "release ro");
     kit_try!(fs.release(&CTX, ino, wo).await, "release wo");
-    kit_ensure!(
-        kit_try!(read_all(fs, ino).await, "read") == b"abc",
-        "nothing was written"
+    kit_bytes_eq!(
+        kit_try!(read_all(fs, ino).await, "read"),
+        b"abc",
+        "nothing was written through the refused handles"
     );
     Ok(())
 }
@@ -598,13 +855,16 @@ pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitR
         *counts.entry(s.as_str()).or_default() += 1;
     }
     for (name, n) in &counts {
-        kit_ensure!(*n == 1, "{name} listed {n} times");
+        kit_ensure!(
+            *n == 1,
+            "rule: [readdir.no_repeat] a listing never repeats a name\n  seen: {name} listed {n} times"
+        );
     }
     for i in 0..40 {
         let k = format!("keep{i:02}");
         kit_ensure!(
             counts.contains_key(k.as_str()),
-            "untouched {k} missing from the listing"
+            "rule: [readdir.all_untouched] a listing resumed by cookies lists every untouched entry\n  seen: untouched {k} missing from the listing"
         );
     }
     kit_ensure!(
@@ -619,20 +879,26 @@ pub async fn symlink_and_readlink<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let fs = &*b.fs;
     let target = OsStr::new("../somewhere/else");
     let s = kit_try!(fs.symlink(&CTX, Ino::ROOT, nm("s"), target).await, "symlink s");
-    kit_ensure!(
-        s.kind == FileType::Symlink && s.size == target.len() as u64,
-        "symlink attributes {s:?}"
+    kit_eq!(
+        (s.kind, s.size),
+        (FileType::Symlink, target.len() as u64),
+        "a symlink's kind and size (the target's length)"
     );
-    kit_ensure!(
-        kit_try!(fs.readlink(&CTX, s.ino).await, "readlink s") == target,
-        "target round trip"
+    kit_eq!(
+        kit_try!(fs.readlink(&CTX, s.ino).await, "readlink s"),
+        target,
+        "readlink gives back the target verbatim"
     );
     let f = kit_try!(mkfile(fs, Ino::ROOT, "f", b"").await, "create f");
-    kit_expect_err!(fs.readlink(&CTX, f).await, Errno::EINVAL, "readlink of a file");
+    kit_expect_err!(
+        fs.readlink(&CTX, f).await,
+        Errno::EINVAL,
+        "[readlink.notlink] readlink of a file"
+    );
     kit_expect_err!(
         fs.symlink(&CTX, Ino::ROOT, nm("s"), target).await,
         Errno::EEXIST,
-        "symlink over a name"
+        "[symlink.exists] symlink over a name"
     );
     Ok(())
 }
@@ -651,11 +917,11 @@ pub async fn mknod_kinds<F: VirtualFs>(b: Backend<F>) -> KitResult {
             fs.mknod(&CTX, Ino::ROOT, nm(name), mode, 0, 0x0103).await,
             "mknod {name}"
         );
-        kit_ensure!(a.kind == kind, "mknod {name} made {:?}", a.kind);
+        kit_eq!(a.kind, kind, "mknod {name} makes the type of its mode");
         let l = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm(name)).await, "lookup {name}");
-        kit_ensure!(l.kind == kind, "lookup {name} says {:?}", l.kind);
+        kit_eq!(l.kind, kind, "lookup {name} gives the type mknod made");
         if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
-            kit_ensure!(l.rdev == 0x0103, "{name} rdev {:#x}", l.rdev);
+            kit_eq!(l.rdev, 0x0103, "{name} keeps its device number");
         }
     }
     Ok(())
@@ -669,12 +935,12 @@ pub async fn xattrs<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.getxattr(&CTX, ino, k).await,
         Errno::ENODATA,
-        "getxattr of a missing name"
+        "[xattr.missing] getxattr of a missing name"
     );
     kit_expect_err!(
         fs.setxattr(&CTX, ino, k, b"v", XattrSet::Replace).await,
         Errno::ENODATA,
-        "XATTR_REPLACE of a missing name"
+        "[xattr.missing] XATTR_REPLACE of a missing name"
     );
     kit_try!(
         fs.setxattr(&CTX, ino, k, b"one", XattrSet::Create).await,
@@ -683,21 +949,21 @@ pub async fn xattrs<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_expect_err!(
         fs.setxattr(&CTX, ino, k, b"two", XattrSet::Create).await,
         Errno::EEXIST,
-        "XATTR_CREATE of an existing name"
+        "[xattr.create_exists] XATTR_CREATE of an existing name"
     );
     kit_try!(
         fs.setxattr(&CTX, ino, k, b"two", XattrSet::Replace).await,
         "XATTR_REPLACE"
     );
     let v = kit_try!(fs.getxattr(&CTX, ino, k).await, "getxattr");
-    kit_ensure!(&v[..] == b"two", "value {:?}", &v[..]);
+    kit_bytes_eq!(v, b"two", "getxattr gives the replaced value");
     let names = kit_try!(fs.listxattr(&CTX, ino).await, "listxattr");
     kit_ensure!(names.iter().any(|n| n == k), "listxattr {names:?} lacks user.kit");
     kit_try!(fs.removexattr(&CTX, ino, k).await, "removexattr");
     kit_expect_err!(
         fs.removexattr(&CTX, ino, k).await,
         Errno::ENODATA,
-        "removexattr of a removed name"
+        "[xattr.missing] removexattr of a removed name"
     );
     Ok(())
 }
@@ -709,9 +975,14 @@ pub async fn long_names<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_try!(mkfile(fs, Ino::ROOT, &max, b"").await, "create a 255-byte name");
     kit_try!(fs.lookup(&CTX, Ino::ROOT, nm(&max)).await, "lookup the 255-byte name");
     let long = "n".repeat(crate::types::NAME_MAX + 1);
-    kit_expect_err!(Name::new(OsStr::new(&long)), Errno::ENAMETOOLONG, "a 256-byte name");
-    kit_ensure!(
-        kit_try!(names(fs, Ino::ROOT).await, "readdir") == [max],
+    kit_expect_err!(
+        Name::new(OsStr::new(&long)),
+        Errno::ENAMETOOLONG,
+        "[name.too_long] a 256-byte name"
+    );
+    kit_eq!(
+        kit_try!(names(fs, Ino::ROOT).await, "readdir"),
+        [max],
         "the long name is listed"
     );
     Ok(())
@@ -749,11 +1020,11 @@ pub async fn ctime_rules<F: VirtualFs>(b: Backend<F>) -> KitResult {
         let now = kit_try!(attr_of(fs, ino).await, "getattr after {step}");
         kit_ensure!(
             now.ctime > prev.ctime,
-            "{step} did not change ctime ({:?} -> {:?})",
+            "rule: [ctime.change] {step} did not change ctime\n  before: {:?}\n  after:  {:?}",
             prev.ctime,
             now.ctime
         );
-        kit_ensure!(now.mtime == prev.mtime, "{step} changed mtime");
+        kit_eq!(now.mtime, prev.mtime, "[ctime.only] {step} leaves mtime alone");
         prev = now;
     }
     Ok(())
@@ -768,7 +1039,11 @@ pub async fn mtime_rules<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let root1 = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /");
     kit_ensure!(
         root1.mtime > root0.mtime && root1.ctime > root0.ctime,
-        "create did not touch the parent"
+        "rule: [mtime.parent] create changes the parent's mtime and ctime\n  before: mtime {:?} ctime {:?}\n  after:  mtime {:?} ctime {:?}",
+        root0.mtime,
+        root0.ctime,
+        root1.mtime,
+        root1.ctime
     );
     let mut prev = kit_try!(attr_of(fs, ino).await, "getattr f");
     for step in ["write", "truncate"] {
@@ -783,21 +1058,34 @@ pub async fn mtime_rules<F: VirtualFs>(b: Backend<F>) -> KitResult {
         let now = kit_try!(attr_of(fs, ino).await, "getattr after {step}");
         kit_ensure!(
             now.mtime > prev.mtime && now.ctime > prev.ctime,
-            "{step} did not change mtime and ctime"
+            "rule: [mtime.write] {step} changes mtime and ctime\n  before: mtime {:?} ctime {:?}\n  after:  mtime {:?} ctime {:?}",
+            prev.mtime,
+            prev.ctime,
+            now.mtime,
+            now.ctime
         );
         prev = now;
     }
     settle().await;
     kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("f")).await, "unlink");
     let root2 = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /");
-    kit_ensure!(root2.mtime > root1.mtime, "unlink did not touch the parent");
+    kit_ensure!(
+        root2.mtime > root1.mtime,
+        "rule: [mtime.parent] unlink changes the parent's mtime\n  before: {:?}\n  after:  {:?}",
+        root1.mtime,
+        root2.mtime
+    );
     Ok(())
 }
 
 /// statfs answers with a consistent picture.
 pub async fn statfs_sane<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let fs = &*b.fs;
-    let s = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs");
+    let s = match fs.statfs(&CTX, Ino::ROOT).await {
+        // The trait's default: front ends answer with neutral figures of their own.
+        Err(VfsError::NotImplemented) => return Ok(()),
+        r => kit_try!(r, "statfs"),
+    };
     kit_ensure!(
         s.bfree <= s.blocks && s.bavail <= s.blocks && s.ffree <= s.files,
         "inconsistent statfs {s:?}"

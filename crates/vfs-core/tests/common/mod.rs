@@ -14,6 +14,9 @@ pub enum Bug {
     /// Publishes a write's new size in one critical section and copies its data in
     /// another: the shape of seed 000 bug one (fields touched under different locks).
     SizeBeforeData,
+    /// The same two critical sections with nothing between them (no yield point): the
+    /// window in which a reader sees the new size without the data is a few instructions.
+    SizeBeforeDataNoYield,
     /// Forgets to change the moved inode's ctime on rename.
     NoCtimeOnRename,
     /// Cookies are positions in the listing: removing an earlier entry skips a later one.
@@ -129,6 +132,14 @@ impl Hooks<MemFs> for Mutant {
                     inner.setattr(ctx, ino, SetAttr::size(end)).await?;
                 }
                 std::thread::yield_now();
+                inner.write(ctx, ino, fh, offset, data).await
+            }
+            Bug::SizeBeforeDataNoYield if !data.is_empty() => {
+                let size = inner.getattr(ctx, ino, None).await?.size;
+                let end = offset + data.len() as u64;
+                if end > size {
+                    inner.setattr(ctx, ino, SetAttr::size(end)).await?;
+                }
                 inner.write(ctx, ino, fh, offset, data).await
             }
             Bug::LosesWriteAfterRead if self.read.lock().contains(&ino) => Ok(data.len() as u32),
