@@ -17,14 +17,11 @@
 //! Invariant: whatever ends the program (Ctrl-C, SIGTERM, an external `umount`), the
 //! mount is gone when it exits; `--fsck` changes nothing and exits 1 if it found a problem.
 
-mod common;
-
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Parser;
-use vfs_fuse::MountOptions;
-use vfs_pg::{PgFs, PgOptions};
+use vfs_cli::pg::PgArgs;
+use vfs_cli::serve::Launch;
 
 /// Mount a filesystem stored in a PostgreSQL database through FUSE.
 #[derive(Parser, Debug)]
@@ -37,78 +34,22 @@ struct Args {
     /// created on first use. A database made by another schema version is refused.
     #[arg(long, value_name = "URL")]
     db: String,
-    /// Let other users in (allow_other; needed for services running as their own user).
-    #[arg(long)]
-    allow_other: bool,
     /// Check the database's consistency (entries, link counts, cycles, blocks), print
     /// the report and exit: 0 if clean, 1 if not. Mounts nothing.
     #[arg(long)]
     fsck: bool,
-    /// Block size in bytes for a new database (an existing one keeps its own).
-    #[arg(long, default_value_t = vfs_pg::DEFAULT_BLOCK_SIZE)]
-    block_size: u32,
-    /// Most database connections this mount holds.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
-    /// How long the kernel may keep attributes and names it looked up, in seconds. Other
-    /// mounts' changes drop them earlier (LISTEN/NOTIFY); this bounds what is missed
-    /// while the listener reconnects.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    ttl: f64,
-
-    /// Serve read-only: every change is EROFS, in the kernel (`ro`) and in the backend
-    /// (`vfs_core::ReadOnly`), so nothing can write through this mount.
-    #[arg(long)]
-    read_only: bool,
+    #[command(flatten)]
+    opts: PgArgs,
 }
 
 fn main() {
-    common::init_logging();
+    vfs_cli::log::init(0, None).unwrap_or_else(|e| vfs_cli::fail(e));
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| common::fail(format!("cannot start a runtime: {e}")));
-    let opts = PgOptions {
-        block_size: args.block_size,
-        pool_size: args.connections,
-        ..PgOptions::default()
-    };
-    let fs = rt
-        .block_on(PgFs::open(&args.db, opts))
-        .unwrap_or_else(|e| common::fail(e));
     if args.fsck {
-        let report = rt
-            .block_on(fs.fsck())
-            .unwrap_or_else(|e| common::fail(format!("fsck: {e}")));
-        print!("{report}");
-        std::process::exit(if report.is_clean() { 0 } else { 1 });
+        vfs_cli::pg::fsck(&args.db, &args.opts);
     }
-    drop(rt);
     let Some(mountpoint) = args.mountpoint.as_deref() else {
-        common::fail("a MOUNTPOINT is needed (or --fsck)");
+        vfs_cli::fail("a MOUNTPOINT is needed (or --fsck)");
     };
-    let ttl = std::time::Duration::try_from_secs_f64(args.ttl)
-        .unwrap_or_else(|_| common::fail(format!("--ttl {}: not a number of seconds", args.ttl)));
-    let opts = MountOptions {
-        allow_other: args.allow_other,
-        fsname: Some("vfs-pg".into()),
-        attr_ttl: ttl,
-        entry_ttl: ttl,
-        read_only: args.read_only,
-        ..MountOptions::default()
-    };
-    // Other mounts' changes (LISTEN/NOTIFY) become kernel invalidations of this mount, a
-    // read-only one included.
-    if args.read_only {
-        let fs = Arc::new(vfs_core::ReadOnly::new(fs));
-        common::serve_until_stopped_with("pg", "vfs-pg, read-only", Arc::clone(&fs), mountpoint, &opts, |m| {
-            fs.inner().set_invalidator(m.invalidator());
-        });
-    } else {
-        let fs = Arc::new(fs);
-        common::serve_until_stopped_with("pg", "vfs-pg", Arc::clone(&fs), mountpoint, &opts, |m| {
-            fs.set_invalidator(m.invalidator());
-        });
-    }
+    vfs_cli::pg::run(&args.db, mountpoint, &args.opts, &Launch::foreground("pg"));
 }
