@@ -8,29 +8,40 @@
 //! Invariant: the backend answers the six operations a read-only filesystem needs; every
 //! other operation gets the trait's default (`ENOSYS`, or `EROFS` from the kernel).
 
-mod common;
-
 #[path = "common/hello_fs.rs"]
 mod hello_fs;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use clap::Parser;
 use hello_fs::Hello;
 
+/// The smallest FUSE filesystem: one read-only file, hello.txt.
+#[derive(Parser, Debug)]
+#[command(name = "hello")]
+struct Args {
+    /// Where to mount (an existing, empty directory).
+    mountpoint: PathBuf,
+}
+
 fn main() {
-    common::init_logging();
-    let Some(mountpoint) = std::env::args_os().nth(1) else {
-        common::fail("usage: hello MOUNTPOINT")
-    };
+    vfs_cli::log::init(0, None).unwrap_or_else(|e| vfs_cli::fail(e));
+    let args = Args::parse();
     let opts = vfs_fuse::MountOptions {
         read_only: true,
         ..vfs_fuse::MountOptions::default()
     };
-    let mount = vfs_fuse::mount(Arc::new(Hello), &mountpoint, &opts).unwrap_or_else(|e| common::fail(e));
-    eprintln!("hello: mounted on {} (Ctrl-C to unmount)", mount.mountpoint().display());
-    let why = common::wait_for_stop(&mount);
-    match mount.unmount() {
-        Ok(()) => eprintln!("hello: {why}, unmounted"),
-        Err(e) => common::fail(e),
-    }
+    let mut ready = vfs_cli::daemon::Ready::foreground();
+    let mountpoint = args.mountpoint.as_path();
+    vfs_cli::serve::serve_until_stopped(
+        "hello",
+        "hello.txt",
+        Arc::new(Hello),
+        mountpoint,
+        &opts,
+        &mut ready,
+        |_| {},
+        String::new,
+    );
 }

@@ -8,8 +8,6 @@
 //! cargo run --release --example p2p_hostile -- --peer A_ADDR:PORT --peer-key KEY_OF_A --key-file KEY
 //! ```
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,14 +31,14 @@ struct Args {
 }
 
 fn main() {
-    common::init_logging();
+    vfs_cli::log::init(0, None).unwrap_or_else(|e| vfs_cli::fail(e));
     let args = Args::parse();
-    let (keypair, _) = Keypair::load_or_create(&args.key_file).unwrap_or_else(|e| common::fail(e));
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| common::fail(e));
+    let (keypair, _) = Keypair::load_or_create(&args.key_file).unwrap_or_else(|e| vfs_cli::fail(e));
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| vfs_cli::fail(e));
     let transport = NoiseTcp::new(Arc::new(keypair));
     let probes = rt
         .block_on(vfs_p2p::hostile::probe(&transport, args.peer, args.peer_key))
-        .unwrap_or_else(|e| common::fail(format!("p2p_hostile: cannot reach the share: {e}")));
+        .unwrap_or_else(|e| vfs_cli::fail(format!("p2p_hostile: cannot reach the share: {e}")));
     let mut bad = 0;
     for p in &probes {
         println!("{} {} -> {}", if p.ok { "ok  " } else { "FAIL" }, p.what, p.got);

@@ -211,7 +211,7 @@ pub fn serve_link<T: FrameTx, R: FrameRx, H: Handler>(
         };
         match &result {
             Ok(()) => tracing::info!(%peer, %addr, "peer disconnected"),
-            Err(e) => tracing::info!(%peer, %addr, "closing link: {e}"),
+            Err(e) => tracing::warn!(%peer, %addr, "closing link: {e}"),
         }
         close_with(&outbox, writer, result.as_ref().err()).await;
         result
@@ -409,7 +409,7 @@ impl RpcClient {
                 }
             }
         };
-        tracing::info!(peer = %self.peer, "link closed: {failure}");
+        tracing::warn!(peer = %self.peer, "link closed: {failure}");
         self.dead.store(true, Ordering::Release);
         pinger.abort();
         self.fail_all();

@@ -32,7 +32,7 @@ impl Inner {
                 Ok(f) => f.to_string(),
                 Err(e) => format!("link task ended: {e}"),
             };
-            tracing::info!("link to the peer lost ({why}); reconnecting");
+            tracing::warn!("link to the peer lost ({why}); reconnecting");
             self.session.set_down();
             self.revalidate_all();
             let mut backoff = self.cfg.backoff_min;
@@ -54,7 +54,7 @@ impl Inner {
             };
             task = self.adopt(connected);
             if new_incarnation {
-                tracing::info!("the peer's share is a new incarnation: earlier inodes are stale");
+                tracing::warn!("the peer's share is a new incarnation: earlier inodes are stale");
                 let view = self.cache.new_incarnation();
                 self.blocks.invalidate_all();
                 self.tell_kernel(view);
@@ -62,7 +62,7 @@ impl Inner {
                 self.repin().await;
                 self.revalidate_all();
             }
-            tracing::info!("reconnected to the peer");
+            tracing::warn!("reconnected to the peer");
         }
     }
 

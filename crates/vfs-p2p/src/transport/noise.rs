@@ -349,7 +349,7 @@ async fn accept_loop(
                     tracing::info!(peer = %link.peer, %addr, "peer connected");
                     let _ = links.send(link).await;
                 }
-                Ok(Err(refusal @ HandshakeRefusal::NotAllowed { .. })) => tracing::info!("{refusal}"),
+                Ok(Err(refusal @ HandshakeRefusal::NotAllowed { .. })) => tracing::warn!("{refusal}"),
                 Ok(Err(HandshakeRefusal::Failed(e))) => tracing::info!(%addr, "handshake failed: {e}"),
                 Err(_) => tracing::info!(%addr, "handshake timed out"),
             }
