@@ -210,6 +210,15 @@ fn serve<S: BlockStore>(
     } else {
         let fs = Arc::new(fs);
         let hook = |m: &vfs_fuse::Mount| fs.set_invalidator(m.invalidator());
-        serve_until_stopped(prog, "vfs-pg", Arc::clone(&fs), mountpoint, opts, ready, hook, String::new);
+        serve_until_stopped(
+            prog,
+            "vfs-pg",
+            Arc::clone(&fs),
+            mountpoint,
+            opts,
+            ready,
+            hook,
+            String::new,
+        );
     }
 }
