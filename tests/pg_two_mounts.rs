@@ -1,4 +1,4 @@
-//! Two processes of `examples/pg.rs` mount one database (issue 16, item 4): what one
+//! Two processes of `examples/pg.rs` mount one database: what one
 //! creates, renames, writes (and `fsync`s) or removes is seen through the other within
 //! one second. Both mounts keep the kernel's attribute and entry caches for 60 s
 //! (`--ttl 60`), so only the other mount's LISTEN/NOTIFY announcement, turned into a

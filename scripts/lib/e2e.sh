@@ -7,7 +7,7 @@
 step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
 die() { echo "${E2E_NAME:-e2e}: FAILED: $*" >&2; exit 1; }
 
-# The receipt of seed 000's PostgreSQL workload.
+# The receipt of seed 000's (doc/LESSONS.md#seed-000) PostgreSQL workload.
 RECEIPT_EXPECTED="1000|500500|96f27461ce6316f124efc9b0ffba995a"
 
 # ensure_packages PKG...: apt-get installs those not installed yet (quiet, idempotent).
@@ -81,7 +81,7 @@ pg_ctl_start() { pg_as "$PG_BIN/pg_ctl" -D "$1" -o "-p $3 -k $2 -c listen_addres
 pg_ctl_stop() { pg_as "$PG_BIN/pg_ctl" -D "$1" -m "${2:-fast}" -w stop >/dev/null; }
 # pg_sql SOCKDIR PORT SQL: runs SQL, prints unaligned tuples.
 pg_sql() { pg_as "$PG_BIN/psql" -h "$1" -p "$2" -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$3"; }
-# The workload behind seed 000's receipt: 1000 inserts, 333 updates, a checkpoint.
+# The workload behind seed 000's (doc/LESSONS.md#seed-000) receipt: 1000 inserts, 333 updates, a checkpoint.
 PG_WORKLOAD="CREATE TABLE t (id int primary key, val text, n int);
   INSERT INTO t SELECT g, 'row'||g, g FROM generate_series(1,1000) g;
   UPDATE t SET val = val || '_upd' WHERE id % 3 = 0;

@@ -1,5 +1,5 @@
 //! OpBarrier benchmarks: the cost of ordering an uncontended operation, against a bare
-//! `DashMap` doing the same shape of work (what seed 001's `pending.rs` was built on).
+//! `DashMap` doing the same shape of work (what seed 001's (doc/LESSONS.md#seed-001) `pending.rs` was built on).
 //!
 //! * write: `begin_write` + `wait_turn` + `complete` (one map insert, one lookup, one
 //!   remove, all under a shard lock) vs `DashMap::entry().or_insert()` + `remove`.

@@ -8,7 +8,7 @@
 //! dropped without being completed (a cancelled future, an early `?` return) counts as
 //! completed, so it can never wedge the operations issued after it.
 //!
-//! *Prevents:* seed 001, PostgreSQL's "read only 0 of 8192 bytes" and stale sizes: a read
+//! *Prevents:* seed 001 (doc/LESSONS.md#seed-001), PostgreSQL's "read only 0 of 8192 bytes" and stale sizes: a read
 //! (or a `getattr`) issued after a write was accepted ran before that write had reached
 //! the backing file, because writes were applied asynchronously with nothing ordering
 //! them against later reads. The fix there was a sequence barrier (`pending.rs`): "READs
@@ -566,7 +566,7 @@ mod tests {
         assert_eq!(b.inode_count(), 0);
     }
 
-    /// Seed 001 regression ("read only 0 of 8192 bytes"): a read issued after a write was
+    /// Seed 001 regression (doc/LESSONS.md#seed-001; "read only 0 of 8192 bytes"): a read issued after a write was
     /// accepted must not run before that write reached the file, and must not wait for
     /// a write issued after it. Fails if `begin_read` stops capturing pending writes.
     #[test]
@@ -622,7 +622,7 @@ mod tests {
         assert_eq!(b.inode_count(), 0);
     }
 
-    /// Seed 001 regression (per-inode entries accumulating over a long mount until
+    /// Seed 001 regression (doc/LESSONS.md#seed-001; per-inode entries accumulating over a long mount until
     /// `forget` removed them): state goes away as soon as an inode is quiet.
     #[test]
     fn count_returns_to_zero_after_a_storm() {

@@ -8,7 +8,7 @@
 //! [`HandleError::BadHandle`]. Decoding never panics on any input.
 //!
 //! Why: nfsserve's default handle embeds the server's start time as the generation, so
-//! every restart invalidated every handle a client had cached (seed 003, hf-mount PR
+//! every restart invalidated every handle a client had cached (seed 003 (doc/LESSONS.md#seed-003), hf-mount PR
 //! #177). A client that caches handles across a remount (macOS does) then gets
 //! `NFS3ERR_STALE` for files that never changed. The generation therefore depends only on
 //! *what* is served, never on *when* — and is computed with a hash written out here,
@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(g.decode(b), Ok(Ino(0x0102_0304_0506_0708)));
     }
 
-    /// Seed 003 (hf-mount PR #177): nfsserve's default generation is the server's start
+    /// Seed 003 (doc/LESSONS.md#seed-003-pr-177; hf-mount PR #177): nfsserve's default generation is the server's start
     /// time, so a handle from before a restart came back `NFS3ERR_STALE`. Here the
     /// generation depends only on the source id: a "restarted server" (a fresh
     /// `Generation` computed from the same id, nothing else shared) accepts the old handle.

@@ -4,8 +4,8 @@
 //! the kernel's back, a peer's tree arriving over the network) holds an
 //! [`Invalidator`] and calls it when it learns of a change. The front end (the FUSE
 //! adapter) then drops what the kernel cached: an entry, so that the next lookup asks
-//! again (no stale absence, no stale presence: seed 002 bug 3), or an inode's attributes
-//! and data, so that the next `stat` or read sees the new size (seed 001).
+//! again (no stale absence, no stale presence: seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3)), or an inode's attributes
+//! and data, so that the next `stat` or read sees the new size (seed 001 (doc/LESSONS.md#seed-001)).
 //!
 //! Invariant: calling an [`Invalidator`] never blocks on the front end and never waits
 //! for a request to finish, so it is safe from inside any [`crate::VirtualFs`] operation,

@@ -13,7 +13,7 @@
 //! transitive. This is the scheme of Fuchsia's `lock_order` crate, cut to what a
 //! filesystem needs.
 //!
-//! Why: in seed 000 (bug one) a `File` was reachable from three maps and each handler
+//! Why: in seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1) a `File` was reachable from three maps and each handler
 //! touched its fields under whichever map lock it had used to find it. Here a file's
 //! fields live behind a [`File`]-level lock that can only be taken after the map lock, and
 //! the map cannot be taken while a file is held.

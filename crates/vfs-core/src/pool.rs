@@ -36,7 +36,7 @@
 //! the map, so none of the rules above can release them, and they are released through
 //! the same queue, once, when their holder closes or drops them.
 //!
-//! Why: seed 003 (hf-mount PR #178). A READ pooled a read-only handle; the next WRITE
+//! Why: seed 003 (doc/LESSONS.md#seed-003-pr-178; hf-mount PR #178). A READ pooled a read-only handle; the next WRITE
 //! used it, got `EBADF`, and the server mapped that to `NFS3ERR_STALE`; macOS then
 //! silently dropped the client's buffered writes. The first fix attempt inserted the new
 //! writable handle into the pool *before* writing through it, so a second writer racing
@@ -621,7 +621,7 @@ impl<F: VirtualFs> HandlePool<F> {
         let r = match self.get(ino) {
             Some(h) => match self.fs.write(ctx, ino, h.fh(), offset, data).await {
                 Err(VfsError::BadHandle) => {
-                    // Read-only (seed 003): drop it from the pool, but only if nobody has
+                    // Read-only (seed 003 (doc/LESSONS.md#seed-003)): drop it from the pool, but only if nobody has
                     // replaced it meanwhile; its readers keep it until they finish.
                     self.remove_if_same(ino, h.entry.id);
                     drop(h);

@@ -549,7 +549,7 @@ pub enum ChangeSource {
 
 /// Whether a backend's inode numbers survive a restart.
 ///
-/// A handle held by an NFS client across a server restart (seed 003) still names the same
+/// A handle held by an NFS client across a server restart (seed 003 (doc/LESSONS.md#seed-003)) still names the same
 /// file only if the backend gives the file the same inode number after the restart.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum InodeStability {

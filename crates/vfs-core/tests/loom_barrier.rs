@@ -20,7 +20,7 @@ use vfs_core::sync::Mutex;
 
 const INO: Ino = Ino(9);
 
-/// Seed 001: a read issued after a write was accepted must see the write's data, not the
+/// Seed 001 (doc/LESSONS.md#seed-001): a read issued after a write was accepted must see the write's data, not the
 /// file as it was before ("read only 0 of 8192 bytes").
 #[test]
 fn loom_barrier_read_after_issued_write_sees_it() {
@@ -33,7 +33,7 @@ fn loom_barrier_async_read_after_issued_write_sees_it() {
     read_after_issued_write(true);
 }
 
-/// The seed 001 model, through the blocking or (`async_api`) the async waits.
+/// The seed 001 (doc/LESSONS.md#seed-001) model, through the blocking or (`async_api`) the async waits.
 fn read_after_issued_write(async_api: bool) {
     loom::model(move || {
         let b = Arc::new(OpBarrier::new());

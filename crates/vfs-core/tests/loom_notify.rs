@@ -53,7 +53,7 @@ fn keys(got: &[Change<u64>]) -> Vec<u64> {
     k
 }
 
-/// Seed 000 bug three (drops on channel overflow): a producer sending two changes into a
+/// Seed 000 bug 3 (doc/LESSONS.md#seed-000-bug-3; drops on channel overflow): a producer sending two changes into a
 /// queue of one blocks, is woken as the task drains, and both changes come out; then
 /// everything shuts down.
 #[test]

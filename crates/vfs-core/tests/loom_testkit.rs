@@ -16,7 +16,7 @@ fn loom_memfs_rename_vs_lookup() {
     loom_models::rename_vs_lookup(|| Backend::new(MemFs::new()));
 }
 
-/// The loom model catches the seed 000 shape (size published in one critical section, data
+/// The loom model catches the seed 000 (doc/LESSONS.md#seed-000) shape (size published in one critical section, data
 /// in another): some interleaving shows the reader a size without its data.
 #[test]
 #[should_panic(expected = "read [0, 0, 0, 0]")]

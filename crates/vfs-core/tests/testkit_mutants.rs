@@ -38,7 +38,7 @@ fn an_unmutated_wrapper_passes() {
     assert!(model::check_model(|| backend(Bug::NoCtimeOnRename), 16).is_ok());
 }
 
-/// The per-file lock bypass (seed 000 bug one) is caught by the write-vs-getattr race.
+/// The per-file lock bypass (seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1)) is caught by the write-vs-getattr race.
 #[test]
 fn catches_size_published_before_data() {
     let r = check_scenario(|| backend(Bug::SizeBeforeData), races::write_vs_getattr);
@@ -47,7 +47,7 @@ fn catches_size_published_before_data() {
 
 /// The two-critical-section write with no yield point between the sections, run 50 times
 /// through the race at its default settings. NOT YET MET: on the shared 2-core machine
-/// (load ~10) the kit caught it in 3 to 7 of 50 runs (see /work/notes/kit.md), so this
+/// (load ~10) the kit caught it in 3 to 7 of 50 runs, so this
 /// test is ignored until the race catches it every time; run it with `--ignored`.
 #[test]
 #[ignore = "the race does not yet catch the no-yield mutant on every run"]
@@ -84,7 +84,7 @@ fn catches_positional_readdir_cookies() {
     expect_failure(r, "missing from the listing");
 }
 
-/// Seed 003 (#178): a write after a read silently lost. The model test catches it and
+/// Seed 003 (doc/LESSONS.md#seed-003-pr-178; #178): a write after a read silently lost. The model test catches it and
 /// shrinks it to the minimal sequence: create a file, write to it.
 #[test]
 fn model_catches_lost_write_after_read_with_a_minimal_report() {

@@ -2,7 +2,7 @@
 //!
 //! Invariant: the defaults are the safe ones. The kernel checks permissions
 //! (`default_permissions`), a "does not exist" answer is never cached (negative TTL 0,
-//! seed 002 bug 3), attributes and entries are cached for long only when the backend
+//! seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3)), attributes and entries are cached for long only when the backend
 //! promises that nothing changes behind the mount or that it reports what does
 //! ([`vfs_core::ChangeSource`]; otherwise 1 s), cached pages are dropped on every open (no `keep_cache`), and nothing
 //! is handed to the kernel directly (no passthrough) unless asked for.
@@ -49,7 +49,7 @@ pub struct MountOptions {
     /// the short TTLs. Default: 10 minutes.
     pub long_ttl: Option<Duration>,
     /// How long the kernel may remember that a name does not exist. Default: zero, never
-    /// (a file that appears is found by the next lookup; seed 002 bug 3).
+    /// (a file that appears is found by the next lookup; seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3)).
     pub negative_ttl: Duration,
     /// Keep cached file pages across opens (`FOPEN_KEEP_CACHE`). Only for backends whose
     /// data never changes behind the kernel's back, or which invalidate when it does.

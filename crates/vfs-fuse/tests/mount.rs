@@ -498,7 +498,7 @@ fn serve_until_killed() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Issue 19 item 5: a mount whose serving process dies by SIGKILL (no destructor runs) is
+/// A mount whose serving process dies by SIGKILL (no destructor runs) is
 /// unmounted by `fusermount3`'s auto_unmount within 2 s, so the mount point is a plain
 /// directory again and never answers "Transport endpoint is not connected". Checked to
 /// fail with `auto_unmount: false` in the child ("the mount is still there 5 s after

@@ -14,7 +14,7 @@
 //!   answered `UNSTABLE` with this server instance's verifier, and COMMIT fsyncs.
 //! - **No pre-operation attributes**: `wcc_data.before` is always absent. The server
 //!   cannot read them atomically with the change, and a stale "before" would let a client
-//!   keep a cached size or listing that is no longer true (seed 001).
+//!   keep a cached size or listing that is no longer true (seed 001 (doc/LESSONS.md#seed-001)).
 //! - **Errors are values**: `ENOENT` and friends go to the client through the one table in
 //!   `status`, logged at `trace` at most.
 

@@ -8,7 +8,7 @@
 //!
 //! `EBADF` is `NFS3ERR_IO`, never `NFS3ERR_STALE`: "bad descriptor" is a fact about a
 //! server-side handle the client never saw, and a client told `STALE` drops its state —
-//! macOS silently discards buffered writes (seed 003, hf-mount PR #178). Only `ESTALE`
+//! macOS silently discards buffered writes (seed 003 (doc/LESSONS.md#seed-003-pr-178), hf-mount PR #178). Only `ESTALE`
 //! (and a file handle of another source, decided by `vfs_core::fh`) is `NFS3ERR_STALE`;
 //! bytes that are not a handle of ours are `NFS3ERR_BADHANDLE`.
 
@@ -106,7 +106,7 @@ mod tests {
         }
     }
 
-    /// Seed 003 (hf-mount PR #178): EBADF reached macOS as NFS3ERR_STALE and the client
+    /// Seed 003 (doc/LESSONS.md#seed-003-pr-178; hf-mount PR #178): EBADF reached macOS as NFS3ERR_STALE and the client
     /// dropped the writes. Only ESTALE is STALE, whatever the errno.
     #[test]
     fn seed003_pr178_ebadf_is_never_stale() {

@@ -1,4 +1,4 @@
-//! Who may do what over NFS (issue 19): `root_squash` by default, `anonuid`/`anongid`,
+//! Who may do what over NFS: `root_squash` by default, `anonuid`/`anongid`,
 //! `all_squash`, a read-only export (`vfs_core::ReadOnly`), and the client allowlist.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

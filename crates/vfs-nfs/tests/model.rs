@@ -79,7 +79,7 @@ fn model_random_sequences_through_nfs3_client() {
 }
 
 /// The same over `LocalFs` on a host directory: real descriptors in the handle pool, so
-/// the read-only → writable upgrade (seed 003) runs against the host's `EBADF`.
+/// the read-only → writable upgrade (seed 003 (doc/LESSONS.md#seed-003)) runs against the host's `EBADF`.
 #[test]
 fn model_random_sequences_through_nfs3_client_on_localfs() {
     let cases: u32 = std::env::var("VFS_NFS_MODEL_CASES")

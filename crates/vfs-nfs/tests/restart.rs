@@ -1,4 +1,4 @@
-//! Handles survive a restart (seed 003, hf-mount PR #177), across real processes.
+//! Handles survive a restart (seed 003 (doc/LESSONS.md#seed-003-pr-177), hf-mount PR #177), across real processes.
 //!
 //! The test binary re-runs itself as the server (`child_server`, a no-op unless
 //! `VFS_NFS_CHILD_DIR` is set): a `LocalFs` over a directory, served until killed. The

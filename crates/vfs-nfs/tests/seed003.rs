@@ -1,4 +1,4 @@
-//! Seed 003 (hf-mount PRs #177, #178, #185) through a real NFS client, on `LocalFs`, where
+//! Seed 003 (doc/LESSONS.md#seed-003-pr-177, #seed-003-pr-178, #seed-003-pr-185; hf-mount PRs #177, #178, #185) through a real NFS client, on `LocalFs`, where
 //! a descriptor opened read-only really answers `EBADF` to a write.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test

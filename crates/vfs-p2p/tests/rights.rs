@@ -1,4 +1,4 @@
-//! Who a peer acts as and what it may do on the owner (issue 19, items 1, 2 and 6), over
+//! Who a peer acts as and what it may do on the owner, over
 //! the real transport on loopback, against a `LocalFs` share in a temporary directory:
 //!
 //! - a peer claiming uid 0 creates a file in a share owned by an unprivileged user: the

@@ -1,7 +1,7 @@
 //! The wire format does not drift: `fixtures/frames-v1.hex` holds one encoded frame of
 //! every request operation, every reply kind, a data chunk, notification batches and the
 //! link frames (cancel, ping, pong, goaway), recorded with the encoder of wire version 1
-//! before the operations were declared in one table (issue 14). Each recorded frame must
+//! before the operations were declared in one table. Each recorded frame must
 //! decode to the value below and encode back to the same bytes.
 //!
 //! The fixture was written by the ignored test `record_frames` (`cargo test -p vfs-p2p

@@ -1,4 +1,4 @@
-//! `vfs-pg`: a [`VirtualFs`](vfs_core::VirtualFs) stored in PostgreSQL, as seed 004's
+//! `vfs-pg`: a [`VirtualFs`](vfs_core::VirtualFs) stored in PostgreSQL, as seed 004 (doc/LESSONS.md#seed-004)'s
 //! Pgfs: every inode, directory entry, symlink target and extended attribute is a row,
 //! file data is kept in fixed-size immutable blocks shared by reference, and every
 //! operation is one transaction.

@@ -121,7 +121,7 @@ impl BlockStore for CrashAfterUpload {
     }
 }
 
-/// Item 1 and 3 of issue 17: uploads whose transaction never commits leave orphan
+/// Uploads whose transaction never commits leave orphan
 /// objects and no row; the file keeps its committed bytes; gc keeps orphans younger than
 /// the grace and every referenced object, removes older orphans and the objects of
 /// committed deletions, and the mount (open throughout) goes on working.
@@ -244,7 +244,7 @@ async fn a_database_opens_only_with_the_store_that_has_its_blocks() {
     assert!(e.contains("keeps its file blocks in pg"), "{e}");
 }
 
-/// Item 5 of issue 17: the object store is killed in the middle of a stream of writes.
+/// The object store is killed in the middle of a stream of writes.
 /// Every write while it is down answers `EIO`, each within the store's deadline (5 s)
 /// plus a margin; nothing is half-committed (the file holds exactly the last
 /// acknowledged write, every block row has its object); once the store is back the

@@ -127,7 +127,7 @@ fn server_gone_is_eio_and_the_mount_recovers_when_it_is_back() {
     assert!(r.is_clean(), "{r}");
 }
 
-/// Issue 16 item 7: the server is stopped (immediately, as a crash) and started again in
+/// The server is stopped (immediately, as a crash) and started again in
 /// the middle of a write workload of four writers, each writing numbered records and
 /// `fsync`ing each. While it is down every operation answers `EIO`, each within the
 /// bound of [`verset_opts`]' connect timeout (2 s) plus a margin; the same mount resumes

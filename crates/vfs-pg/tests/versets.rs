@@ -94,7 +94,7 @@ const PATHS: &[&[&str]] = &[
     &["dev", "cua0"],
 ];
 
-/// A small tree as seed 004 shows one: a setuid binary owned by root:bin (7), a device
+/// A small tree as seed 004 (doc/LESSONS.md#seed-004) shows one: a setuid binary owned by root:bin (7), a device
 /// node owned by root:uucp (10), a symlink, a hard link across directories, an xattr.
 async fn populate(fs: &PgFs, verset: Ino) -> Vec<u8> {
     let bin = fs.mkdir(&CTX, verset, nm("bin"), 0o755, 0).await.expect("mkdir bin");

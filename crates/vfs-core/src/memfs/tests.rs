@@ -1,4 +1,4 @@
-//! Unit tests of every MemFs operation, its error answers, and the seed 000 (bug one)
+//! Unit tests of every MemFs operation, its error answers, and the seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1)
 //! regressions.
 
 use std::collections::HashSet;
@@ -786,7 +786,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         .block_on(f)
 }
 
-/// Seed 000, bug one: a `File`'s `stat` was rewritten by Getattr under one map lock while
+/// Seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1): a `File`'s `stat` was rewritten by Getattr under one map lock while
 /// Read clamped on `stat.Size` under another, so readers saw torn metadata ("corruption
 /// once in a while"). Here two truncating writers set (size, mtime) pairs in single
 /// `setattr` calls while readers `getattr` the same inode; every pair a reader sees must
@@ -843,7 +843,7 @@ fn seed000_bug1_getattr_never_sees_torn_size_and_mtime() {
     assert_eq!(checked, vec![ITER; 4]);
 }
 
-/// Seed 000, bug one, the symptom PostgreSQL saw: "wrong clamp length and wrong bytes".
+/// Seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1), the symptom PostgreSQL saw: "wrong clamp length and wrong bytes".
 /// A writer truncates a file to zero and rewrites it whole, over and over, with a byte
 /// pattern; readers read it whole. Every byte a reader gets must be pattern, never a zero
 /// from a size that ran ahead of its data. Fails if a write publishes the new size in a

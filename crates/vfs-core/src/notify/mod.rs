@@ -11,10 +11,10 @@
 //! The only change ever left out is a create followed by a remove before anything was
 //! sent: the receiver provably never saw it. A remove after a sent create is always sent.
 //!
-//! *Prevents:* seed 000 bug three (notifications silently dropped when the file could not
-//! be re-stated at send time, and when the bounded channel overflowed); seed 000 bug two
+//! *Prevents:* seed 000 bug 3 (doc/LESSONS.md#seed-000-bug-3; notifications silently dropped when the file could not
+//! be re-stated at send time, and when the bounded channel overflowed); seed 000 bug 2 (doc/LESSONS.md#seed-000-bug-2)
 //! (git's `tmp_pack_*` → `pack-*.pack` rename never materialized the pack on the peer,
-//! because the temp had never been sent); seed 002 bug 4 (612 files closing at once, one
+//! because the temp had never been sent); seed 002 bug 4 (doc/LESSONS.md#seed-002-bug-4; 612 files closing at once, one
 //! RPC each, hung the connection: here they leave as at most ⌈612/64⌉ batches) and bug 7
 //! (a debounced add for an LFS `incomplete/` path fired after the rename, stale and for a
 //! path that no longer existed).
@@ -41,8 +41,8 @@
 //! * [`Change::Rename`]: whatever was at `to` (and under it) is replaced by what was at
 //!   `from` (for a directory, with everything under it), with the attributes carried by
 //!   the event; `from` is gone. **If `from` is unknown the destination is created anyway
-//!   from the carried attributes** (seed 000 bug two). A size that differs from the moved
-//!   content's means the content changed: fetch again (seed 002 bug 2).
+//!   from the carried attributes** (seed 000 bug 2 (doc/LESSONS.md#seed-000-bug-2)). A size that differs from the moved
+//!   content's means the content changed: fetch again (seed 002 bug 2 (doc/LESSONS.md#seed-002-bug-2)).
 //!
 //! Changes to different keys may be reordered against each other (that is what
 //! debouncing is); everything above is designed so that every such order converges. The

@@ -5,7 +5,7 @@
 //! waiting for room (blocking or async) is woken by the next pop, so a full queue stalls
 //! its producers instead of losing their items, and never deadlocks them.
 //!
-//! *Prevents:* seed 000 bug three, second half: a bounded notify channel that dropped
+//! *Prevents:* seed 000 bug 3 (doc/LESSONS.md#seed-000-bug-3), second half: a bounded notify channel that dropped
 //! notifications on overflow ("we raised it from 2048 to 16384", which only moves the
 //! cliff). Here a full queue means the producer waits ([`Sender::send`],
 //! [`Sender::send_blocking`]) or gets its item back ([`Sender::try_send`]).

@@ -5,7 +5,7 @@
 //! attributes the event carries, and a remove of an unknown key is a no-op. That is what
 //! lets every cross-key reordering the debouncer makes converge.
 //!
-//! *Prevents:* seed 000 bug two: the receiving peer materialized a rename's destination
+//! *Prevents:* seed 000 bug 2 (doc/LESSONS.md#seed-000-bug-2): the receiving peer materialized a rename's destination
 //! only if it tracked the source; git's `tmp_pack_*` was never sent, so the 22 MB pack
 //! never landed and `git status` said "bad object HEAD".
 //!
@@ -79,7 +79,7 @@ impl<K: NotifyKey, E: Snapshot> Replica<K, E> {
                     }
                 }
                 self.entries.remove(&from);
-                // Known source or not, the destination exists now (seed 000 bug two).
+                // Known source or not, the destination exists now (seed 000 bug 2 (doc/LESSONS.md#seed-000-bug-2)).
                 self.entries.insert(to, attrs);
             }
         }

@@ -8,9 +8,9 @@
 //! Nothing is ever dropped except a never-sent create that a remove cancels, which the
 //! receiver has provably never seen.
 //!
-//! *Prevents:* seed 002 bug 7 (a debounced add for the old path fired after a rename, stale
+//! *Prevents:* seed 002 bug 7 (doc/LESSONS.md#seed-002-bug-7; a debounced add for the old path fired after a rename, stale
 //! and for a path that no longer existed: here the pending entry is retargeted to the new
-//! key with the rename's final attributes) and seed 000 bug two (the destination of a
+//! key with the rename's final attributes) and seed 000 bug 2 (doc/LESSONS.md#seed-000-bug-2; the destination of a
 //! rename from a never-sent temp never materialized: here such a rename collapses into an
 //! upsert of the destination, and any rename that is sent carries the destination's
 //! attributes).

@@ -163,7 +163,7 @@ fn partial_batch_waits_for_a_burst_still_expiring() {
     assert_eq!(drain(&mut st, t0 + ms(205)).len(), 2);
 }
 
-/// Seed 002 bug 7 regression (LFS intermediate sizes + stale notification): LFS grows
+/// Seed 002 bug 7 regression (doc/LESSONS.md#seed-002-bug-7; LFS intermediate sizes + stale notification): LFS grows
 /// `incomplete/<hash>` through several closes, then renames it into `objects/`. The
 /// pending add for the old path must be retargeted to the new path with the final size:
 /// not sent stale for a path that no longer exists, not deleted.
@@ -194,7 +194,7 @@ fn seed002_bug7_grow_then_rename_retargets_pending_add_with_final_size() {
     assert_eq!(replica.entries().len(), 1);
 }
 
-/// Seed 002 bug 7, chains: a→b→c retargets twice, and nothing is ever sent for a key
+/// Seed 002 bug 7 (doc/LESSONS.md#seed-002-bug-7), chains: a→b→c retargets twice, and nothing is ever sent for a key
 /// that no longer exists with stale attributes. Never sent: `a` vanishes without a trace
 /// (the receiver never saw it); `b` may have replaced an older `b` the receiver holds, so
 /// it is moved on to `c`; `c` gets the final size. Already sent: two renames, then the
@@ -235,7 +235,7 @@ fn seed002_bug7_rename_chains_retarget_to_the_last_key() {
     assert_eq!(replica.get(&"c".to_owned()), Some(&file(2)));
 }
 
-/// Seed 000 bug two regression: git writes `tmp_pack_X`, then renames it to
+/// Seed 000 bug 2 (doc/LESSONS.md#seed-000-bug-2) regression: git writes `tmp_pack_X`, then renames it to
 /// `pack-<hash>.pack`. The temp was never sent, so the receiver must create the
 /// destination from the attributes the rename carries. Both halves: the debouncer turns
 /// the unsent temp's rename into a create of the pack, and a receiver handed a rename
@@ -389,7 +389,7 @@ async fn pipeline_sends_after_the_quiet_period_exactly() {
     assert_eq!(Instant::now() - t0, ms(350), "200 ms after the last update, not before");
 }
 
-/// Seed 002 bug 4 regression (the 612-file hang): a clone closes 612 files in one burst.
+/// Seed 002 bug 4 regression (doc/LESSONS.md#seed-002-bug-4; the 612-file hang): a clone closes 612 files in one burst.
 /// They must leave as at most ⌈612/64⌉ = 10 batches once the burst is quiet, all of them,
 /// and nothing may hang, even with a consumer that takes its time and a queue far
 /// smaller than the burst (the producer waits instead).
@@ -448,7 +448,7 @@ async fn seed002_bug4_612_file_burst_leaves_in_at_most_10_batches() {
     }
 }
 
-/// Seed 000 bug three regression, first half (a file gone by send time was silently
+/// Seed 000 bug 3 (doc/LESSONS.md#seed-000-bug-3) regression, first half (a file gone by send time was silently
 /// dropped because it was re-stated before sending): the change carries the size
 /// captured when it was enqueued, and is sent with it even though the file has since
 /// vanished (its remove is still behind in the producer's queue). And when the vanishing
@@ -467,7 +467,7 @@ async fn seed000_bug3_vanished_file_is_sent_with_size_captured_at_enqueue() {
     assert_eq!(got, vec![create("a.keep", 0), remove("a.keep")]);
 }
 
-/// Seed 000 bug three, the file gone only after its change was sent (see above).
+/// Seed 000 bug 3 (doc/LESSONS.md#seed-000-bug-3), the file gone only after its change was sent (see above).
 #[tokio::test(start_paused = true)]
 async fn seed000_bug3_vanished_after_send_time_keeps_captured_size() {
     let (d, batches) = Debouncer::<String>::spawn(cfg());
@@ -490,7 +490,7 @@ async fn seed000_bug3_vanished_after_send_time_keeps_captured_size() {
     );
 }
 
-/// Seed 000 bug three regression, second half (the bounded notify channel dropped on
+/// Seed 000 bug 3 (doc/LESSONS.md#seed-000-bug-3) regression, second half (the bounded notify channel dropped on
 /// overflow): a full queue hands the change back to `try_send` and makes `send` wait;
 /// once the consumer catches up, every change arrives.
 #[tokio::test(start_paused = true)]

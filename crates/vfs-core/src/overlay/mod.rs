@@ -20,7 +20,7 @@
 //!   file of the same size with an empty block map; a write materializes only the blocks
 //!   it touches (filling the parts it does not cover from the lower), and a read of a
 //!   block not materialized is served from the lower layer, whichever handle it comes
-//!   through (seed 001: never zeros).
+//!   through (seed 001 (doc/LESSONS.md#seed-001): never zeros).
 //! - **Per-inode order.** Writes and truncations of one inode apply in issue order and a
 //!   read or `getattr` waits for every write issued before it (an [`OpBarrier`]). No
 //!   attribute is cached: sizes always come from the layer that holds the file.

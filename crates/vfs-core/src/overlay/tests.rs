@@ -1,4 +1,4 @@
-//! Unit tests of the overlay, the seed 001 regressions among them.
+//! Unit tests of the overlay, the seed 001 (doc/LESSONS.md#seed-001) regressions among them.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
@@ -69,7 +69,7 @@ async fn mem_overlay(lowers: Vec<MemFs>) -> Overlay<MemFs, MemFs> {
         .expect("overlay")
 }
 
-/// Seed 001, bug one ("could not read block: read only 0 of 8192 bytes"): a file opened
+/// Seed 001 bug 1 (doc/LESSONS.md#seed-001; "could not read block: read only 0 of 8192 bytes"): a file opened
 /// with write intent got a handle on the sparse diff file, and reads through that handle
 /// of blocks never written returned the holes' zeros instead of the backup's data.
 /// Reads here go through the block map whatever handle they come through; with the
@@ -98,7 +98,7 @@ async fn seed001_unmaterialized_blocks_read_through_a_write_handle_come_from_the
 }
 
 /// A `MemFs` whose writes starting with `A` take 150 ms: the slow asynchronous write of
-/// seed 001.
+/// seed 001 (doc/LESSONS.md#seed-001).
 struct SlowWrites(MemFs);
 
 impl VirtualFs for SlowWrites {
@@ -183,7 +183,7 @@ async fn slow_overlay() -> (Arc<Overlay<SlowWrites, MemFs>>, Ino) {
     (Arc::new(fs), ino)
 }
 
-/// Seed 001, bug two (stale size): PostgreSQL extended a file and the following `stat`
+/// Seed 001 bug 2 (doc/LESSONS.md#seed-001; stale size): PostgreSQL extended a file and the following `stat`
 /// returned the size from before, because the size cache was invalidated before the
 /// asynchronous write had landed. Here `getattr` waits for the writes issued before it
 /// and asks the upper; with the `barrier.read_async` of `getattr` removed, this test
@@ -203,7 +203,7 @@ async fn seed001_getattr_after_an_extending_write_returns_the_new_size() {
     assert_eq!(fs.getattr(&CTX, ino, Some(fh)).await.expect("getattr").size, 8201);
 }
 
-/// Seed 001, bug three (unordered writes): writes to one file were applied by workers in
+/// Seed 001 bug 3 (doc/LESSONS.md#seed-001; unordered writes): writes to one file were applied by workers in
 /// whatever order they ran, and a read issued after a write could run before it. Here a
 /// slow write issued first still applies before a fast one issued after it, a read issued
 /// after both sees both, and the per-inode state is gone when the kernel forgets the

@@ -40,7 +40,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-/// A pool over one file whose read-only handle a READ has already pooled (seed 003).
+/// A pool over one file whose read-only handle a READ has already pooled (seed 003 (doc/LESSONS.md#seed-003)).
 fn pool_after_read() -> (StdArc<TestFs>, StdArc<HandlePool<TestFs>>) {
     let fs = StdArc::new(TestFs::without_yields());
     fs.add_file(FILE, b"abcdefgh");

@@ -46,7 +46,7 @@ fn assert_clean(fs: &TestFs, pool: &HandlePool<TestFs>) {
     assert!(pool.is_empty());
 }
 
-/// Seed 003, hf-mount PR #178: a READ pooled a read-only handle; the WRITE that followed
+/// Seed 003 (doc/LESSONS.md#seed-003-pr-178), hf-mount PR #178: a READ pooled a read-only handle; the WRITE that followed
 /// got `EBADF` through it, which the server answered as `NFS3ERR_STALE`, and macOS
 /// silently dropped the written bytes. The write must upgrade the handle and land.
 #[test]
@@ -70,9 +70,9 @@ fn seed003_pr178_write_after_read_upgrades_instead_of_stale() {
     assert_clean(&fs, &pool);
 }
 
-/// hf-mount #185 (design brief, "known pitfalls"): NFSv3 has no OPEN, so SETATTR(size=0)
+/// hf-mount #185 (doc/LESSONS.md#seed-003-pr-185): NFSv3 has no OPEN, so SETATTR(size=0)
 /// followed by WRITE must work without any open state — on an inode nobody opened, and
-/// on one whose only pooled handle is the read-only one a READ left behind (seed 003).
+/// on one whose only pooled handle is the read-only one a READ left behind (seed 003 (doc/LESSONS.md#seed-003)).
 #[test]
 fn hf185_setattr_size_zero_then_write_without_open_state() {
     let (fs, pool) = setup(b"old contents", 8);
@@ -90,7 +90,7 @@ fn hf185_setattr_size_zero_then_write_without_open_state() {
     assert_clean(&fs, &pool);
 }
 
-/// Seed 003, hf-mount PR #178 ("concurrent-write race"): two WRITEs after a READ both hit
+/// Seed 003 (doc/LESSONS.md#seed-003-pr-178), hf-mount PR #178 ("concurrent-write race"): two WRITEs after a READ both hit
 /// `EBADF` on the pooled read-only handle and both open a writable one. The first fix
 /// published each new handle before writing through it, so the second writer's insert
 /// replaced and released the first writer's handle under its write: `EBADF` again, and

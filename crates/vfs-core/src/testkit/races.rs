@@ -79,7 +79,7 @@ fn pattern(k: u64) -> u8 {
     (k % 250) as u8 + 1
 }
 
-/// Seed 000, bug one: getattr and read racing a writer that truncates and rewrites a file.
+/// Seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1): getattr and read racing a writer that truncates and rewrites a file.
 /// No size a reader sees exceeds what the writer wrote, and a read never returns a zero
 /// byte: zeros would mean the size ran ahead of the data, the "wrong clamp length and
 /// wrong bytes" PostgreSQL saw. (A read may see a page-granular prefix of a concurrent

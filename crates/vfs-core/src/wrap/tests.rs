@@ -223,7 +223,7 @@ fn every_method_is_forwarded_with_its_arguments() {
     assert_eq!(wrapped.inner.take(), expected);
 }
 
-/// Replaces `write` (drops it, as seed 003's lost writes did) and leaves the rest alone.
+/// Replaces `write` (drops it, as seed 003's (doc/LESSONS.md#seed-003) lost writes did) and leaves the rest alone.
 struct DropWrites;
 impl Hooks<Recorder> for DropWrites {
     async fn write(&self, _inner: &Recorder, _: &RequestCtx, _: Ino, _: Fh, _: u64, data: &[u8]) -> VfsResult<u32> {

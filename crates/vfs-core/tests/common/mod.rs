@@ -12,7 +12,7 @@ use vfs_core::{Attr, DirEntry, Fh, Ino, Name, RenameFlags, RequestCtx, SetAttr, 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Bug {
     /// Publishes a write's new size in one critical section and copies its data in
-    /// another: the shape of seed 000 bug one (fields touched under different locks).
+    /// another: the shape of seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1; fields touched under different locks).
     SizeBeforeData,
     /// The same two critical sections with nothing between them (no yield point): the
     /// window in which a reader sees the new size without the data is a few instructions.
@@ -22,7 +22,7 @@ pub enum Bug {
     /// Cookies are positions in the listing: removing an earlier entry skips a later one.
     PositionalCookies,
     /// Once a file has been read, later writes are acknowledged and dropped: the symptom
-    /// of seed 003 (#178), writes silently lost after a READ pooled a read-only handle.
+    /// of seed 003 (doc/LESSONS.md#seed-003-pr-178; #178), writes silently lost after a READ pooled a read-only handle.
     LosesWriteAfterRead,
     /// Rename removes the target, then moves the source: the name is briefly missing.
     NonAtomicRename,

@@ -4,15 +4,15 @@
 //!
 //! - **One lock.** Everything lives in one table behind one mutex, a leaf lock never held
 //!   across an `.await`; no node is reachable any other way, so no reader sees a torn node
-//!   (seed 000, bug one).
+//!   (seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1)).
 //! - **Never cached across a write or an invalidation.** Each node has a generation, set
 //!   from a table-wide counter whenever the node is invalidated (a write begins or ends, a
 //!   notification names it, an operation through this side changes it). A fetched answer
 //!   is stored only if the node's generation is not newer than the counter read before
-//!   the fetch was sent, and no write to it is in flight (seed 001). The same rule guards
+//!   the fetch was sent, and no write to it is in flight (seed 001 (doc/LESSONS.md#seed-001)). The same rule guards
 //!   directory listings. An answer about an inode the table does not know is stored only
 //!   if no unknown inode was invalidated since the fetch began.
-//! - **No negative entries.** A missing name is never remembered (seed 002, bug 3).
+//! - **No negative entries.** A missing name is never remembered (seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3)).
 //! - **Only where a notification can find it.** Notifications name paths; they reach a
 //!   node through the known names from the root. Attributes and listings are stored only
 //!   for a node so reachable, and forgetting a name drops what was cached under it.
@@ -505,7 +505,7 @@ mod tests {
         c
     }
 
-    /// Seed 001: an attribute fetched while a write was in flight, or sent before the
+    /// Seed 001 (doc/LESSONS.md#seed-001): an attribute fetched while a write was in flight, or sent before the
     /// write began, is never cached.
     #[test]
     fn no_attribute_is_cached_across_a_write() {
@@ -539,7 +539,7 @@ mod tests {
         assert_eq!(c.attr(Ino(7)), None);
     }
 
-    /// Seed 002 bug 3: a missing name leaves nothing behind, and forgetting a name makes
+    /// Seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3): a missing name leaves nothing behind, and forgetting a name makes
     /// what hung under it uncacheable until it is found again by name.
     #[test]
     fn no_negative_entries_and_nothing_cached_out_of_reach() {

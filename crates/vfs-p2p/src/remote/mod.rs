@@ -8,7 +8,7 @@
 //!   a success. Writes (and truncations, `fallocate`) to one inode are issued through an
 //!   [`OpBarrier`]: each waits for the acknowledgement of the one issued before it, so
 //!   they apply in issue order; reads and `getattr` wait for exactly the writes issued
-//!   before them (seed 001). `fsync` returns when the owner's backend says the data is
+//!   before them (seed 001 (doc/LESSONS.md#seed-001)). `fsync` returns when the owner's backend says the data is
 //!   durable.
 //! - **Caches that cannot go stale by themselves.** Attributes and listings
 //!   (`cache`) and file blocks (`blocks`) are kept until invalidated: by this side's
