@@ -1,6 +1,6 @@
 //! Changes made directly in a host directory (not through a front end), seen with inotify
 //! (the `notify` crate), turned into changes for a [`Debouncer`]. Behind the cargo feature
-//! `watch` (on by default). Every front end uses it: `LocalFs` turns the changes into
+//! `watch` (off by default; `localfs` turns it on). Every front end uses it: `LocalFs` turns the changes into
 //! kernel-cache invalidations ([`crate::VirtualFs::report_changes`]), the P2P exporter
 //! sends them to its peers.
 //!
