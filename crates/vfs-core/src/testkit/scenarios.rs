@@ -2,7 +2,7 @@
 //!
 //! Invariant: each scenario builds what it needs from an empty root, checks one rule with
 //! exact expectations (errno, sizes, bytes, link counts, time stamps), and reports the
-//! first difference as a [`Failure`](super::Failure) naming the operation.
+//! first difference as a [`Failure`] naming the operation.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
