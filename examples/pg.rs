@@ -120,8 +120,8 @@ fn main() {
     let mut s3 = S3Options::from_url(&args.blocks).unwrap_or_else(|e| common::fail(format!("--blocks: {e}")));
     s3.endpoint = args.s3_endpoint.clone();
     let store = S3BlockStore::new(&s3).unwrap_or_else(|e| common::fail(format!("--blocks {}: {e}", args.blocks)));
-    rt.block_on(store.check())
-        .unwrap_or_else(|e| common::fail(format!("--blocks {}: {e}", args.blocks)));
+    // The error names the bucket and says what failed, on one line.
+    rt.block_on(store.check()).unwrap_or_else(|e| common::fail(e));
     if args.gc {
         let grace = std::time::Duration::from_secs(args.grace);
         let report = rt

@@ -84,7 +84,7 @@ fn free_port_pair() -> Result<u16, String> {
     for _ in 0..200 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
         let p = l.local_addr().map_err(|e| e.to_string())?.port();
-        if p > 55_000 || p < 1024 {
+        if !(1024..=55_000).contains(&p) {
             continue;
         }
         if std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
