@@ -38,6 +38,36 @@ ensure_weed() {
   export VFS_WEED=$venv/bin/weed
 }
 
+# weed_start DIR: a SeaweedFS server (`weed server -s3`, ensure_weed first) with its data
+# in DIR, on loopback ports from a random base, one identity (AWS_ACCESS_KEY_ID /
+# AWS_SECRET_ACCESS_KEY, exported); waits until it stores files. Sets WEED_PID (the caller
+# kills it), WEED_MASTER, WEED_FILER, WEED_S3 (the S3 endpoint URL).
+weed_start() {
+  local dir=$1 base=$((30000 + RANDOM % 20000)) i
+  mkdir -p "$dir/data"
+  export AWS_ACCESS_KEY_ID=vfs-e2e AWS_SECRET_ACCESS_KEY=vfs-e2e-secret
+  printf '{"identities":[{"name":"e2e","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
+    "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$dir/s3.json"
+  (cd "$dir" && exec "$VFS_WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+    -master.port=$base -volume.port=$((base + 1)) -filer.port=$((base + 2)) -s3 -s3.port=$((base + 3)) \
+    -s3.config="$dir/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 -metricsPort=0 \
+    -master.volumeSizeLimitMB=256 -volume.max=60 >"$dir/weed.log" 2>&1) &
+  WEED_PID=$!
+  WEED_MASTER=127.0.0.1:$base WEED_FILER=127.0.0.1:$((base + 2)) WEED_S3=http://127.0.0.1:$((base + 3))
+  for i in $(seq 300); do
+    curl -s -o /dev/null -X PUT --data-binary probe "http://$WEED_FILER/e2e-probe" && return 0
+    kill -0 "$WEED_PID" 2>/dev/null || { tail -20 "$dir/weed.log" >&2; die "weed server exited"; }
+    sleep 0.2
+  done
+  die "weed server: not writable after 60 s"
+}
+
+# weed_bucket NAME: creates bucket NAME on the server weed_start started.
+weed_bucket() {
+  echo "s3.bucket.create -name $1" | "$VFS_WEED" shell -master="$WEED_MASTER" -filer="$WEED_FILER" 2>&1 |
+    grep -q "created bucket" || die "weed: cannot create bucket $1"
+}
+
 # make_repo DIR: a git repository of 2000 files and 300 commits, built with fast-import.
 make_repo() {
   local src=$1

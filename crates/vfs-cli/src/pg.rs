@@ -87,8 +87,8 @@ fn s3_store(rt: &tokio::runtime::Runtime, args: &PgArgs) -> Option<S3BlockStore>
     let mut s3 = S3Options::from_url(&args.blocks).unwrap_or_else(|e| fail(format!("--blocks: {e}")));
     s3.endpoint = args.s3_endpoint.clone();
     let store = S3BlockStore::new(&s3).unwrap_or_else(|e| fail(format!("--blocks {}: {e}", args.blocks)));
-    rt.block_on(store.check())
-        .unwrap_or_else(|e| fail(format!("--blocks {}: {e}", args.blocks)));
+    // The error names the bucket and says what failed, on one line.
+    rt.block_on(store.check()).unwrap_or_else(|e| fail(e));
     Some(store)
 }
 
