@@ -22,9 +22,11 @@
 //!
 //! Invariant of the crate: it translates and holds no filesystem logic. Each kernel
 //! request is one backend call whose answer is the reply; what the kernel may cache is
-//! set by [`MountOptions`] (attribute and entry TTLs; negative lookups never cached by
-//! default); a backend whose data changes underneath tells the kernel through the
-//! mount's [`vfs_core::Invalidator`], which queues and never blocks; `forget` reaches the
+//! set by [`MountOptions`] and by what the backend promises about changes behind the
+//! mount ([`vfs_core::ChangeSource`], asked once with `VirtualFs::report_changes`: long
+//! TTLs and kept pages only for `OnlyThroughMount` or `Reported`; negative lookups never
+//! cached by default); a backend whose data changes underneath tells the kernel through
+//! the mount's [`vfs_core::Invalidator`], which queues and never blocks; `forget` reaches the
 //! backend. What a FUSE user sees is written in `doc/SEMANTICS.md`.
 #![warn(missing_docs)]
 

@@ -146,6 +146,22 @@ fn memfs_round_trip_spawn() {
     assert!(!is_mounted(&fx.mnt));
 }
 
+/// `LocalFs` reports host changes only when asked ([`LocalFs::with_reports`]); without,
+/// a mount keeps the short TTLs.
+#[test]
+fn localfs_without_reports_keeps_short_ttls() {
+    if !fuse_usable() {
+        return;
+    }
+    let fx = Fx::new();
+    let m = mount_with(Arc::new(LocalFs::new(&fx.host).unwrap()), &fx, &MountOptions::default());
+    assert_eq!(m.change_source(), ChangeSource::Unknown);
+    drop(m);
+    let m = mount_with(Arc::new(MemFs::new()), &fx, &MountOptions::default());
+    assert_eq!(m.change_source(), ChangeSource::OnlyThroughMount);
+    drop(m);
+}
+
 #[test]
 fn localfs_round_trip_and_host_sees_it() {
     if !fuse_usable() {
@@ -562,7 +578,8 @@ fn mode_of(p: &Path) -> Option<u32> {
 }
 
 /// Each kind of change made directly in a `LocalFs` root (new file, append, truncate,
-/// rename, removal, chmod) shows through a mount with the default options, which cache
+/// rename, removal, chmod) shows through a mount with the default options of a `LocalFs`
+/// that reports its changes (`with_reports`), which cache
 /// entries and attributes for 10 minutes because `LocalFs` reports its changes, within a
 /// second. Everything is read through the mount first, so the kernel holds it cached:
 /// checked to fail with the reports switched off (`report_changes` answering `Reported`
@@ -576,7 +593,11 @@ fn each_change_behind_the_back_shows_within_a_second() {
     for n in ["a", "b", "c", "d", "e"] {
         fs::write(fx.host.join(n), b"0123456789").unwrap();
     }
-    let m = mount_with(Arc::new(LocalFs::new(&fx.host).unwrap()), &fx, &MountOptions::default());
+    let m = mount_with(
+        Arc::new(LocalFs::new(&fx.host).unwrap().with_reports()),
+        &fx,
+        &MountOptions::default(),
+    );
     assert_eq!(m.change_source(), ChangeSource::Reported);
     for n in ["a", "b", "c", "d", "e"] {
         assert_eq!(fs::read(fx.p(n)).unwrap(), b"0123456789");
@@ -671,7 +692,11 @@ fn a_burst_of_ten_thousand_changes_behind_the_back_all_show() {
         fs::write(fx.host.join(f(i)), b"0123456789").unwrap();
         fs::write(fx.host.join(r(i)), b"0123456789").unwrap();
     }
-    let m = mount_with(Arc::new(LocalFs::new(&fx.host).unwrap()), &fx, &MountOptions::default());
+    let m = mount_with(
+        Arc::new(LocalFs::new(&fx.host).unwrap().with_reports()),
+        &fx,
+        &MountOptions::default(),
+    );
     assert_eq!(m.change_source(), ChangeSource::Reported);
     for i in 0..N {
         assert_eq!(fs::metadata(fx.p(&f(i))).unwrap().len(), 10, "cached before the burst");

@@ -435,15 +435,13 @@ impl<S: BlockStore> VirtualFs for PgFs<S> {
         vfs_core::InodeStability::Stable
     }
 
-    /// Other mounts of the database change it too; each announces its changes
-    /// (`LISTEN/NOTIFY`, see `changes.rs`).
-    fn change_source(&self) -> vfs_core::ChangeSource {
-        vfs_core::ChangeSource::Reported
-    }
-
+    /// Starts the listener (`set_invalidator`): other mounts' changes are reported. The
+    /// promise stays [`vfs_core::ChangeSource::Unknown`] (the mount's own TTLs), because
+    /// changes committed while the listener reconnects are not reported: the TTL is what
+    /// bounds them (`changes.rs`).
     fn report_changes(&self, inv: std::sync::Arc<dyn vfs_core::Invalidator>) -> vfs_core::ChangeSource {
         self.set_invalidator(inv);
-        vfs_core::ChangeSource::Reported
+        vfs_core::ChangeSource::Unknown
     }
 
     async fn lookup(&self, _ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {

@@ -69,14 +69,12 @@ impl VirtualFs for RemoteFs {
         &self.inner.source_id
     }
 
-    /// The owner changes the tree too, and its exporter reports every change.
-    fn change_source(&self) -> vfs_core::ChangeSource {
-        vfs_core::ChangeSource::Reported
-    }
-
+    /// Sends the owner's change reports to `inv` (`set_invalidator`). The promise stays
+    /// [`vfs_core::ChangeSource::Unknown`] (the mount's own TTLs) until it is checked that
+    /// nothing is missed across a lost link (issue 18).
     fn report_changes(&self, inv: Arc<dyn vfs_core::Invalidator>) -> vfs_core::ChangeSource {
         self.set_invalidator(inv);
-        vfs_core::ChangeSource::Reported
+        vfs_core::ChangeSource::Unknown
     }
 
     fn inode_stability(&self) -> InodeStability {
