@@ -165,16 +165,16 @@ pub fn run(args: &NfsArgs) {
     rt.block_on(async {
         if let Some(url) = &args.pg {
             match vfs_pg::PgFs::open(url, vfs_pg::PgOptions::default()).await {
-                Ok(fs) => return serve(fs, &args).await,
+                Ok(fs) => return serve(fs, args).await,
                 Err(e) => fail(format!("--pg: {e}")),
             }
         }
         match &args.local {
             Some(dir) => match LocalFs::new(dir) {
-                Ok(fs) => serve(fs, &args).await,
+                Ok(fs) => serve(fs, args).await,
                 Err(e) => fail(format!("--local {}: {e}", dir.display())),
             },
-            None => serve(MemFs::with_root(0, 0, 0o1777), &args).await,
+            None => serve(MemFs::with_root(0, 0, 0o1777), args).await,
         }
     });
 }
