@@ -83,11 +83,13 @@ pub fn run(local: Option<&Path>, mountpoint: &Path, args: &MemfsOptions, launch:
     if local.is_none() && args.passthrough {
         fail("--passthrough needs a host directory (MemFs has no host files to pass through)");
     }
+    // LocalFs keeps `/proc/self/fd` open, which names the process that opened it: open
+    // it in the process that serves (after the fork), never before.
+    let mut ready = launch.start();
     let local = local.map(|dir| {
         let fs = LocalFs::new(dir).unwrap_or_else(|e| fail(format!("cannot serve {}: {e}", dir.display())));
         (fs, dir.to_path_buf())
     });
-    let mut ready = launch.start();
     match local {
         Some((fs, dir)) => serve(
             fs,

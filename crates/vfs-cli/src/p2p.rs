@@ -81,7 +81,8 @@ pub enum Cmd {
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
     },
-    /// Mount a peer's share on MOUNTPOINT through FUSE, until Ctrl-C or SIGTERM.
+    /// Mount a peer's share on MOUNTPOINT through FUSE (vfs: in the background once it is
+    /// up unless --foreground; the p2p example stays attached until Ctrl-C or SIGTERM).
     #[command(after_help = SETUP)]
     Mount {
         /// Where to mount (an existing, empty directory).
