@@ -188,7 +188,7 @@ impl LocalFs {
     /// (then [`ChangeSource::Unknown`]: short caches): with it on, pjdfstest through a FUSE
     /// mount fails now and then with `ENOENT` on a directory just created (1 to 42 of 398
     /// cases per run here; not with the same long TTLs and no reports), which is not
-    /// understood yet (issue 18, doc/SEMANTICS.md).
+    /// understood yet (doc/SEMANTICS.md).
     pub fn with_reports(mut self) -> Self {
         self.reports_wanted = true;
         self

@@ -71,7 +71,7 @@ impl VirtualFs for RemoteFs {
 
     /// Sends the owner's change reports to `inv` (`set_invalidator`). The promise stays
     /// [`vfs_core::ChangeSource::Unknown`] (the mount's own TTLs) until it is checked that
-    /// nothing is missed across a lost link (issue 18).
+    /// nothing is missed across a lost link.
     fn report_changes(&self, inv: Arc<dyn vfs_core::Invalidator>) -> vfs_core::ChangeSource {
         self.set_invalidator(inv);
         vfs_core::ChangeSource::Unknown
