@@ -117,3 +117,14 @@ fn catches_non_atomic_rename() {
     let r = check_scenario(|| backend(Bug::NonAtomicRename), races::rename_vs_lookup);
     expect_failure(r, "while it is renamed over");
 }
+
+/// The model now compares directory link counts: a backend that forgets to move the `..`
+/// link when a directory changes parent is caught, and shrunk to a few steps. No scenario
+/// moves a directory across parents and then checks both parents' counts, so without the
+/// model's directory checks (revert them in `compare_trees`) this test fails.
+#[test]
+fn model_catches_stale_directory_link_counts_after_a_move() {
+    let r = model::check_model(|| backend(Bug::StaleDirNlinkOnMove), 300);
+    let report = expect_failure(r, "directory link count");
+    assert!(report.contains("Rename("), "the report names the move:\n{report}");
+}

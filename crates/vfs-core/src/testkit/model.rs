@@ -18,7 +18,7 @@ use std::fmt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
-use super::scenarios::{CTX, list, nm, read_all};
+use super::scenarios::{CTX, dotdot, list, nm, read_all};
 use super::{Backend, Cap, Caps};
 use crate::error::Errno;
 use crate::types::{FileType, Ino, OpenFlags, RenameFlags, SetAttr};
@@ -699,8 +699,9 @@ pub async fn compare_trees<F: VirtualFs>(fs: &F, model: &Model) -> Result<(), St
     // Backend inode ↔ model node, both ways, so hard links must match exactly.
     let mut b2m: HashMap<Ino, usize> = HashMap::new();
     let mut m2b: HashMap<usize, Ino> = HashMap::new();
-    let mut stack = vec![(Path(Vec::new()), Ino::ROOT, ROOT)];
-    while let Some((path, ino, id)) = stack.pop() {
+    // Each entry carries the backend inode of its parent, which `..` must name.
+    let mut stack = vec![(Path(Vec::new()), Ino::ROOT, ROOT, Ino::ROOT)];
+    while let Some((path, ino, id, parent)) = stack.pop() {
         let node = model
             .nodes
             .get(&id)
@@ -724,6 +725,18 @@ pub async fn compare_trees<F: VirtualFs>(fs: &F, model: &Model) -> Result<(), St
         }
         match &node.content {
             Content::Dir(children) => {
+                if attr.nlink != node.nlink {
+                    return Err(format!(
+                        "{path:?}: directory link count: backend nlink {}, model nlink {} (2 + subdirectories)",
+                        attr.nlink, node.nlink
+                    ));
+                }
+                let up = dotdot(fs, ino)
+                    .await
+                    .map_err(|e| format!("{path:?}: readdir for .. failed: {e:?}"))?;
+                if up != Some(parent) {
+                    return Err(format!("{path:?}: .. is {up:?}, the parent is {parent:?}"));
+                }
                 let mut entries = list(fs, ino, 7)
                     .await
                     .map_err(|e| format!("{path:?}: readdir failed: {e:?}"))?;
@@ -745,7 +758,7 @@ pub async fn compare_trees<F: VirtualFs>(fs: &F, model: &Model) -> Result<(), St
                             looked.ino, looked.kind
                         ));
                     }
-                    stack.push((path.child(&name), child_ino, child));
+                    stack.push((path.child(&name), child_ino, child, ino));
                 }
             }
             Content::File(data) => {

@@ -26,6 +26,9 @@ pub enum Bug {
     LosesWriteAfterRead,
     /// Rename removes the target, then moves the source: the name is briefly missing.
     NonAtomicRename,
+    /// A directory moved to another parent leaves both parents' link counts as they were
+    /// (the old parent keeps the `..` link, the new one never gets it).
+    StaleDirNlinkOnMove,
 }
 
 /// The planted bug and the state it needs; every operation it does not change goes
@@ -36,6 +39,8 @@ pub struct Mutant {
     frozen_ctime: Mutex<HashMap<Ino, Timestamp>>,
     /// LosesWriteAfterRead: inodes read so far.
     read: Mutex<HashSet<Ino>>,
+    /// StaleDirNlinkOnMove: what to add to each directory's real link count.
+    nlink_skew: Mutex<HashMap<Ino, i64>>,
 }
 
 pub fn backend(bug: Bug) -> Backend<Wrapped<MemFs, Mutant>> {
@@ -45,6 +50,7 @@ pub fn backend(bug: Bug) -> Backend<Wrapped<MemFs, Mutant>> {
             bug,
             frozen_ctime: Mutex::default(),
             read: Mutex::default(),
+            nlink_skew: Mutex::default(),
         },
     ))
 }
@@ -53,6 +59,9 @@ impl Mutant {
     fn patch(&self, mut a: Attr) -> Attr {
         if let Some(t) = self.frozen_ctime.lock().get(&a.ino) {
             a.ctime = *t;
+        }
+        if let Some(d) = self.nlink_skew.lock().get(&a.ino) {
+            a.nlink = (i64::from(a.nlink) + d).max(0) as u32;
         }
         a
     }
@@ -95,6 +104,16 @@ impl Hooks<MemFs> for Mutant {
                     std::thread::yield_now();
                 }
                 inner.rename(ctx, p, n, np, nn, flags).await
+            }
+            Bug::StaleDirNlinkOnMove if flags == RenameFlags::NONE && p != np => {
+                let moved = inner.lookup(ctx, p, n).await?;
+                inner.rename(ctx, p, n, np, nn, flags).await?;
+                if moved.kind == vfs_core::FileType::Directory {
+                    let mut skew = self.nlink_skew.lock();
+                    *skew.entry(p).or_default() += 1;
+                    *skew.entry(np).or_default() -= 1;
+                }
+                Ok(())
             }
             _ => inner.rename(ctx, p, n, np, nn, flags).await,
         }
