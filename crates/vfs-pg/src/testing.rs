@@ -283,23 +283,31 @@ impl Drop for TestServer {
     }
 }
 
-static SHARED: OnceLock<Result<std::sync::Mutex<Option<TestServer>>, String>> = OnceLock::new();
+/// One server a test process shares between its tests: started on first use, stopped
+/// (dropped) when the process exits, normally or after failed tests.
+pub(crate) trait SharedServer: Sized + Send + 'static {
+    /// What an error message calls it ("test server", "weed server").
+    const WHAT: &'static str;
+    /// The process-wide slot.
+    fn slot() -> &'static OnceLock<Result<std::sync::Mutex<Option<Self>>, String>>;
+    /// Starts the server for the slot.
+    fn start_shared() -> Result<Self, String>;
+}
 
-extern "C" fn stop_shared() {
-    if let Some(Ok(m)) = SHARED.get() {
+extern "C" fn stop_shared<S: SharedServer>() {
+    if let Some(Ok(m)) = S::slot().get() {
         // Dropping stops the server and removes its directory.
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 }
 
-/// Runs `f` with the one server this test process shares between its tests, started on
-/// first use and stopped when the process exits (normally or after failed tests).
-pub fn with_shared<T>(f: impl FnOnce(&TestServer) -> T) -> Result<T, String> {
-    let shared = SHARED.get_or_init(|| {
-        let server = TestServer::start()?;
+/// Runs `f` with the process's shared `S`, starting it on first use.
+pub(crate) fn with_shared_server<S: SharedServer, T>(f: impl FnOnce(&S) -> T) -> Result<T, String> {
+    let shared = S::slot().get_or_init(|| {
+        let server = S::start_shared()?;
         // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit
         // expects; it runs once at exit, after the tests.
-        if unsafe { libc::atexit(stop_shared) } != 0 {
+        if unsafe { libc::atexit(stop_shared::<S>) } != 0 {
             return Err("atexit registration failed".into());
         }
         Ok(std::sync::Mutex::new(Some(server)))
@@ -309,8 +317,25 @@ pub fn with_shared<T>(f: impl FnOnce(&TestServer) -> T) -> Result<T, String> {
     let guard = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match guard.as_ref() {
         Some(s) => Ok(f(s)),
-        None => Err("the shared test server was already stopped".into()),
+        None => Err(format!("the shared {} was already stopped", S::WHAT)),
     }
+}
+
+impl SharedServer for TestServer {
+    const WHAT: &'static str = "test server";
+    fn slot() -> &'static OnceLock<Result<std::sync::Mutex<Option<Self>>, String>> {
+        static SLOT: OnceLock<Result<std::sync::Mutex<Option<TestServer>>, String>> = OnceLock::new();
+        &SLOT
+    }
+    fn start_shared() -> Result<Self, String> {
+        TestServer::start()
+    }
+}
+
+/// Runs `f` with the one server this test process shares between its tests, started on
+/// first use and stopped when the process exits (normally or after failed tests).
+pub fn with_shared<T>(f: impl FnOnce(&TestServer) -> T) -> Result<T, String> {
+    with_shared_server(f)
 }
 
 /// A [`PgFs`] on a fresh database of the shared server; panics with the reason if there

@@ -298,32 +298,21 @@ impl Drop for WeedServer {
 /// The bucket the shared server has.
 pub const SHARED_BUCKET: &str = "vfs-test";
 
-static SHARED: OnceLock<Result<std::sync::Mutex<Option<WeedServer>>, String>> = OnceLock::new();
-
-extern "C" fn stop_shared() {
-    if let Some(Ok(m)) = SHARED.get() {
-        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+impl super::SharedServer for WeedServer {
+    const WHAT: &'static str = "weed server";
+    fn slot() -> &'static OnceLock<Result<std::sync::Mutex<Option<Self>>, String>> {
+        static SLOT: OnceLock<Result<std::sync::Mutex<Option<WeedServer>>, String>> = OnceLock::new();
+        &SLOT
+    }
+    fn start_shared() -> Result<Self, String> {
+        WeedServer::start(SHARED_BUCKET)
     }
 }
 
 /// Runs `f` with the one SeaweedFS server this test process shares between its tests
 /// (bucket [`SHARED_BUCKET`]), started on first use and killed when the process exits.
 pub fn with_shared<T>(f: impl FnOnce(&WeedServer) -> T) -> Result<T, String> {
-    let shared = SHARED.get_or_init(|| {
-        let server = WeedServer::start(SHARED_BUCKET)?;
-        // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit
-        // expects; it runs once at exit, after the tests.
-        if unsafe { libc::atexit(stop_shared) } != 0 {
-            return Err("atexit registration failed".into());
-        }
-        Ok(std::sync::Mutex::new(Some(server)))
-    });
-    let m = shared.as_ref().map_err(Clone::clone)?;
-    let guard = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    match guard.as_ref() {
-        Some(s) => Ok(f(s)),
-        None => Err("the shared weed server was already stopped".into()),
-    }
+    super::with_shared_server(f)
 }
 
 /// A [`PgFs`](crate::PgFs) on a fresh database of the shared PostgreSQL server with its
