@@ -62,13 +62,16 @@ fn in_path(name: &str) -> bool {
         .any(|dir| rustix::fs::access(dir.join(name), rustix::fs::Access::EXEC_OK).is_ok())
 }
 
-/// Whether fusermount3 will accept `auto_unmount` from this process: as root always; for
-/// anyone else only if `/etc/fuse.conf` has a `user_allow_other` line (fusermount3 needs
-/// `allow_other` for it).
+/// Whether `auto_unmount` can be had: it is fusermount3's (package fuse3), which must be
+/// installed, and which grants it to root always and to anyone else only if
+/// `/etc/fuse.conf` has a `user_allow_other` line (fusermount3 needs `allow_other` for it).
+/// Without it root still mounts, with mount(2) itself, so a fresh machine without fuse3
+/// mounts as root.
 fn auto_unmount_possible() -> bool {
-    rustix::process::geteuid().is_root()
-        || std::fs::read_to_string("/etc/fuse.conf")
-            .is_ok_and(|conf| conf.lines().any(|l| l.trim() == "user_allow_other"))
+    in_path("fusermount3")
+        && (rustix::process::geteuid().is_root()
+            || std::fs::read_to_string("/etc/fuse.conf")
+                .is_ok_and(|conf| conf.lines().any(|l| l.trim() == "user_allow_other")))
 }
 
 /// The checks that turn the common mistakes into one clear line before anything is tried.
@@ -120,12 +123,12 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
     let mountpoint = mountpoint.as_ref();
     let fallback;
     let opts = if opts.auto_unmount && !auto_unmount_possible() {
-        // fusermount3 grants auto_unmount only with allow_other, which it refuses a
-        // non-root user unless /etc/fuse.conf says `user_allow_other`: mount without
-        // it rather than not at all, and say so once.
+        // fusermount3 is missing, or grants auto_unmount only with allow_other, which it
+        // refuses a non-root user unless /etc/fuse.conf says `user_allow_other`: mount
+        // without it rather than not at all, and say so once.
         warn!(
             mountpoint = %mountpoint.display(),
-            "auto_unmount needs root or `user_allow_other` in /etc/fuse.conf; mounting without it (a killed process will leave its mount behind)"
+            "auto_unmount needs fusermount3 (package fuse3) and root or `user_allow_other` in /etc/fuse.conf; mounting without it (a killed process will leave its mount behind)"
         );
         fallback = MountOptions {
             auto_unmount: false,

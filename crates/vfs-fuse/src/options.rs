@@ -86,9 +86,10 @@ pub struct MountOptions {
     /// on the kernel's `allow_other` with fuser filtering requests back to the owner and
     /// root when [`MountOptions::allow_other`] is off (what a mount without it allows).
     ///
-    /// Fallback: a non-root user without `user_allow_other` in `/etc/fuse.conf` cannot have
-    /// it (fusermount3 refuses `allow_other`), so such a mount is made without it, with one
-    /// warning, rather than failing.
+    /// Fallback: without `fusermount3` installed, or for a non-root user without
+    /// `user_allow_other` in `/etc/fuse.conf` (fusermount3 refuses `allow_other`), the
+    /// mount is made without it, with one warning, rather than failing (root then mounts
+    /// with mount(2) itself; a non-root user without fusermount3 cannot mount at all).
     pub auto_unmount: bool,
     /// The source name shown in `/proc/mounts`. Default: the backend's `source_id`.
     pub fsname: Option<String>,
