@@ -1123,12 +1123,16 @@ async fn readdir_paging_under_concurrent_changes() {
         let stop = std::sync::Arc::clone(&stop);
         let root = fx.root.clone();
         std::thread::spawn(move || {
+            // The churn names come from a fixed set (at most 40 + 64 of them exist at
+            // once): a directory that grows without bound may legitimately never finish
+            // listing one entry per page, which is what a CI run saw when this loop
+            // created a new name every time ("readdir did not end").
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = fs::remove_file(root.join(format!("vol{:02}", i % 40)));
-                let _ = fs::write(root.join(format!("new{i}")), b"");
+                let _ = fs::write(root.join(format!("new{:02}", i % 64)), b"");
                 if i.is_multiple_of(3) {
-                    let _ = fs::remove_file(root.join(format!("new{}", i / 2)));
+                    let _ = fs::remove_file(root.join(format!("new{:02}", (i / 2) % 64)));
                 }
                 i += 1;
             }
