@@ -322,6 +322,12 @@ impl MetaCache {
             st.invalidate(d);
             st.drop_listing(d);
         }
+        // A moved directory's own listing holds its `..`, which now names its new parent
+        // (for an exchange, both moved): found by the testkit's model, which compares each
+        // directory's `..` (an exchange of /a/a with /b listed /b's `..` as /a).
+        for d in moved.into_iter().chain(replaced.filter(|_| exchange)) {
+            st.drop_listing(d);
+        }
     }
 
     /// A write (or truncation) of `ino` begins: its attributes are not cached until it ends.
@@ -522,6 +528,34 @@ mod tests {
         let since = c.now();
         c.store_attr(attr(2, 20), since);
         assert_eq!(c.attr(Ino(2)).map(|a| a.size), Some(20));
+    }
+
+    /// A directory moved (or exchanged) to another parent loses its cached listing, whose
+    /// `..` named the old parent. Found by the testkit's model (RemoteFs over LocalFs, an
+    /// exchange of /a/a with /b listed /b's `..` as /a); fails with the drop reverted.
+    #[test]
+    fn a_moved_directory_forgets_its_listing() {
+        let c = MetaCache::new();
+        let dir = |ino| Attr::new(Ino(ino), FileType::Directory, 0o755);
+        let since = c.now();
+        c.entered(Ino::ROOT, OsStr::new("a"), dir(2), true, since);
+        c.entered(Ino(2), OsStr::new("d"), dir(3), true, since);
+        c.entered(Ino::ROOT, OsStr::new("e"), dir(4), true, since);
+        let dotdot = |parent: u64| {
+            Arc::new(vec![DirEntry {
+                ino: Ino(parent),
+                kind: FileType::Directory,
+                name: "..".into(),
+                cookie: 1,
+            }])
+        };
+        let since = c.now();
+        c.store_listing(Ino(3), dotdot(2), since);
+        c.store_listing(Ino(4), dotdot(1), since);
+        assert!(c.listing(Ino(3)).is_some() && c.listing(Ino(4)).is_some());
+        c.renamed(Ino(2), OsStr::new("d"), Ino::ROOT, OsStr::new("e"), true);
+        assert!(c.listing(Ino(3)).is_none(), "the moved directory's `..` changed");
+        assert!(c.listing(Ino(4)).is_none(), "the exchanged directory's `..` changed");
     }
 
     /// A notification that arrives while a fetch travels wins over the fetch's answer.
