@@ -54,12 +54,17 @@ weed_start() {
     -master.volumeSizeLimitMB=256 -volume.max=60 >"$dir/weed.log" 2>&1) &
   WEED_PID=$!
   WEED_MASTER=127.0.0.1:$base WEED_FILER=127.0.0.1:$((base + 2)) WEED_S3=http://127.0.0.1:$((base + 3))
+  # Ready = the filer takes a write AND the S3 gateway answers HTTP (it starts after the
+  # filer: a CI run met "error sending request" from a mount started in between).
   for i in $(seq 300); do
-    curl -s -o /dev/null -X PUT --data-binary probe "http://$WEED_FILER/e2e-probe" && return 0
+    if curl -s -o /dev/null -X PUT --data-binary probe "http://$WEED_FILER/e2e-probe" &&
+      curl -s -o /dev/null "$WEED_S3/"; then
+      return 0
+    fi
     kill -0 "$WEED_PID" 2>/dev/null || { tail -20 "$dir/weed.log" >&2; die "weed server exited"; }
     sleep 0.2
   done
-  die "weed server: not writable after 60 s"
+  die "weed server: filer or S3 gateway not ready after 60 s"
 }
 
 # weed_bucket NAME: creates bucket NAME on the server weed_start started.
