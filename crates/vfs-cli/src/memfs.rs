@@ -115,7 +115,17 @@ pub fn run(local: Option<&Path>, mountpoint: &Path, args: &MemfsOptions, launch:
     }
 }
 
-fn serve<F: VirtualFs>(fs: F, what: &str, mountpoint: &Path, opts: &MountOptions, launch: &Launch, ready: &mut Ready) {
+/// Serves `fs` on `mountpoint` until stopped, behind [`ReadOnly`] when the mount is
+/// read-only. What a backend reports of changes made behind the mount reaches the kernel
+/// through `vfs_fuse::mount` itself (`VirtualFs::report_changes`).
+pub(crate) fn serve<F: VirtualFs>(
+    fs: F,
+    what: &str,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    launch: &Launch,
+    ready: &mut Ready,
+) {
     let (prog, nothing) = (launch.prog.as_str(), |_: &vfs_fuse::Mount| {});
     if opts.read_only {
         let what = format!("{what}, read-only,");

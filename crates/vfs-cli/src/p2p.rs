@@ -375,7 +375,8 @@ fn mount(
     };
     launch.apply(&mut opts);
     let what = peer.to_string();
-    let hook = |m: &vfs_fuse::Mount| fs.set_invalidator(m.invalidator());
+    // The peer's change notes reach the kernel through `vfs_fuse::mount` itself
+    // (`RemoteFs::report_changes` installs the mount's invalidator).
     serve_until_stopped(
         &launch.prog,
         &what,
@@ -383,7 +384,7 @@ fn mount(
         &mountpoint,
         &opts,
         &mut ready,
-        hook,
+        |_| {},
         String::new,
     );
     drop(fs);

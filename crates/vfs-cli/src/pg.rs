@@ -15,12 +15,11 @@
 //! credentials is one line at start, before anything is mounted.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use vfs_fuse::MountOptions;
-use vfs_pg::{BlockStore, PgBlockStore, PgFs, PgOptions, S3BlockStore, S3Options};
+use vfs_pg::{PgBlockStore, PgFs, PgOptions, S3BlockStore, S3Options};
 
-use crate::serve::{Launch, fail, serve_until_stopped};
+use crate::serve::{Launch, fail};
 
 /// The flags of a vfs-pg mount (the database is given apart: `--db URL` or a positional).
 #[derive(clap::Args, Debug, Clone)]
@@ -172,53 +171,14 @@ pub fn run(db: &str, mountpoint: &Path, args: &PgArgs, launch: &Launch) {
                 .block_on(PgFs::open_with_store(db, pg_opts, PgBlockStore))
                 .unwrap_or_else(|e| fail(e));
             drop(rt);
-            serve(fs, mountpoint, &opts, launch, &mut ready);
+            crate::memfs::serve(fs, "vfs-pg", mountpoint, &opts, launch, &mut ready);
         }
         Some(store) => {
             let fs = rt
                 .block_on(PgFs::open_with_store(db, pg_opts, store))
                 .unwrap_or_else(|e| fail(e));
             drop(rt);
-            serve(fs, mountpoint, &opts, launch, &mut ready);
+            crate::memfs::serve(fs, "vfs-pg", mountpoint, &opts, launch, &mut ready);
         }
-    }
-}
-
-/// Serves `fs` on `mountpoint` until stopped; other mounts' changes (LISTEN/NOTIFY) become
-/// kernel invalidations of this mount, a read-only one included.
-fn serve<S: BlockStore>(
-    fs: PgFs<S>,
-    mountpoint: &Path,
-    opts: &MountOptions,
-    launch: &Launch,
-    ready: &mut crate::daemon::Ready,
-) {
-    let prog = launch.prog.as_str();
-    if opts.read_only {
-        let fs = Arc::new(vfs_core::ReadOnly::new(fs));
-        let hook = |m: &vfs_fuse::Mount| fs.inner().set_invalidator(m.invalidator());
-        serve_until_stopped(
-            prog,
-            "vfs-pg, read-only",
-            Arc::clone(&fs),
-            mountpoint,
-            opts,
-            ready,
-            hook,
-            String::new,
-        );
-    } else {
-        let fs = Arc::new(fs);
-        let hook = |m: &vfs_fuse::Mount| fs.set_invalidator(m.invalidator());
-        serve_until_stopped(
-            prog,
-            "vfs-pg",
-            Arc::clone(&fs),
-            mountpoint,
-            opts,
-            ready,
-            hook,
-            String::new,
-        );
     }
 }
