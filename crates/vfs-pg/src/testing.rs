@@ -243,24 +243,16 @@ impl TestServer {
         );
         let admin = self.url("postgres");
         let sql = format!("CREATE DATABASE {name}");
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("runtime: {e}"))?;
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| format!("cannot connect to the test server: {e}"))?;
-                let driver = tokio::spawn(conn);
-                let made = client.batch_execute(&sql).await.map_err(|e| format!("{sql}: {e}"));
-                drop(client);
-                let _ = driver.await;
-                made
-            })
-        })
-        .join()
-        .map_err(|_| "the database-creating thread panicked".to_string())??;
+        on_own_thread("database-creating", async move {
+            let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("cannot connect to the test server: {e}"))?;
+            let driver = tokio::spawn(conn);
+            let made = client.batch_execute(&sql).await.map_err(|e| format!("{sql}: {e}"));
+            drop(client);
+            let _ = driver.await;
+            made
+        })?;
         Ok(self.url(&name))
     }
 
@@ -281,6 +273,24 @@ impl Drop for TestServer {
             eprintln!("vfs-pg testing: stopping the test server: {e}");
         }
     }
+}
+
+/// Runs `work` to completion on a current-thread runtime on a thread of its own, so that
+/// async code (a `#[tokio::test]`) may call it too; `what` names the thread in the error
+/// if it panics.
+pub(crate) fn on_own_thread<T: Send + 'static>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        rt.block_on(work)
+    })
+    .join()
+    .map_err(|_| format!("the {what} thread panicked"))?
 }
 
 /// One server a test process shares between its tests: started on first use, stopped

@@ -342,19 +342,11 @@ pub fn open_s3_fs(
 ) -> Result<crate::PgFs<crate::s3::S3BlockStore>, String> {
     let url = url.to_string();
     let s3 = s3.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        rt.block_on(async {
-            let store = crate::s3::S3BlockStore::new(&s3).map_err(|e| e.to_string())?;
-            store.check().await.map_err(|e| e.to_string())?;
-            crate::PgFs::open_with_store(&url, opts, store)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    super::on_own_thread("opening", async move {
+        let store = crate::s3::S3BlockStore::new(&s3).map_err(|e| e.to_string())?;
+        store.check().await.map_err(|e| e.to_string())?;
+        crate::PgFs::open_with_store(&url, opts, store)
+            .await
+            .map_err(|e| e.to_string())
     })
-    .join()
-    .map_err(|_| "the opening thread panicked".to_string())?
 }
