@@ -1,81 +1,9 @@
-//! The README's `Hello` backend: one read-only file, `hello.txt`, in the root. Shared by
-//! the `hello` example and `tests/hello_kit.rs`, which runs the conformance kit on it.
+//! The README's `Hello` backend, compiled from the README itself (`build.rs` extracts its
+//! first ```rust block): one read-only file, `hello.txt`, in the root. Shared by the `hello`
+//! example and `tests/hello_kit.rs`, which runs the conformance kit on it.
 //!
 //! Invariant: the backend answers the six operations a read-only filesystem needs; every
 //! other operation gets the trait's default (`ENOSYS`, or `EOPNOTSUPP` for xattrs), and
 //! opening for writing is `EROFS`.
 
-use bytes::Bytes;
-use vfs_core::{Attr, DirEntry, Fh, FileType, Ino, Name, OpenFlags, RequestCtx, VfsError, VfsResult, VirtualFs};
-
-/// One read-only file, `hello.txt`, in the root.
-pub struct Hello;
-const FILE: Ino = Ino(2);
-const TEXT: &[u8] = b"hello, world\n";
-
-fn attr(ino: Ino) -> Attr {
-    if ino == Ino::ROOT {
-        return Attr::new(ino, FileType::Directory, 0o755);
-    }
-    Attr {
-        size: TEXT.len() as u64,
-        blocks: 1,
-        ..Attr::new(ino, FileType::Regular, 0o444)
-    }
-}
-
-impl VirtualFs for Hello {
-    fn source_id(&self) -> &str {
-        "hello:v1"
-    }
-    async fn lookup(&self, _: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<Attr> {
-        if parent == Ino::ROOT && name.as_bytes() == b"hello.txt" {
-            Ok(attr(FILE))
-        } else {
-            Err(VfsError::NotFound)
-        }
-    }
-    async fn getattr(&self, _: &RequestCtx, ino: Ino, _: Option<Fh>) -> VfsResult<Attr> {
-        if ino == Ino::ROOT || ino == FILE {
-            Ok(attr(ino))
-        } else {
-            Err(VfsError::Stale)
-        }
-    }
-    async fn readdir(&self, _: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
-        if ino != Ino::ROOT {
-            return Err(VfsError::NotDir);
-        }
-        let all = [
-            (".", Ino::ROOT, FileType::Directory),
-            ("..", Ino::ROOT, FileType::Directory),
-            ("hello.txt", FILE, FileType::Regular),
-        ];
-        Ok(all
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(cookie).unwrap_or(usize::MAX))
-            .take(max)
-            .map(|(i, (n, ino, kind))| DirEntry {
-                ino: *ino,
-                kind: *kind,
-                name: n.into(),
-                cookie: i as u64 + 1,
-            })
-            .collect())
-    }
-    async fn open(&self, _: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
-        if flags.access().can_write() {
-            Err(VfsError::ReadOnly)
-        } else if ino == FILE {
-            Ok(Fh(0))
-        } else {
-            Err(VfsError::IsDir)
-        }
-    }
-    async fn read(&self, _: &RequestCtx, _: Ino, _: Fh, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(TEXT.len());
-        let end = start.saturating_add(size as usize).min(TEXT.len());
-        Ok(Bytes::from_static(&TEXT[start..end]))
-    }
-}
+include!(concat!(env!("OUT_DIR"), "/readme_hello.rs"));

@@ -61,8 +61,3 @@ pub use types::*;
 pub use vfs::{
     ChangeSource, InodeStability, MknodSpec, VirtualFs, access_mask, check_access, check_xattr, xattr_namespace_check,
 };
-
-/// The README's code blocks, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;
