@@ -48,6 +48,10 @@ pub struct MemfsOptions {
     /// (`vfs_core::ReadOnly`), so nothing can write through this mount.
     #[arg(long)]
     pub read_only: bool,
+    /// Report changes made behind the mount (inotify; `--local` only): the kernel then
+    /// caches for long and is told of each change (`LocalFs::with_reports`).
+    #[arg(long)]
+    pub report_changes: bool,
 }
 
 fn secs(s: f64, what: &str) -> Duration {
@@ -83,11 +87,15 @@ pub fn run(local: Option<&Path>, mountpoint: &Path, args: &MemfsOptions, launch:
     if local.is_none() && args.passthrough {
         fail("--passthrough needs a host directory (MemFs has no host files to pass through)");
     }
+    if local.is_none() && args.report_changes {
+        fail("--report-changes needs a host directory (MemFs changes only through the mount)");
+    }
     // LocalFs keeps `/proc/self/fd` open, which names the process that opened it: open
     // it in the process that serves (after the fork), never before.
     let mut ready = launch.start();
     let local = local.map(|dir| {
         let fs = LocalFs::new(dir).unwrap_or_else(|e| fail(format!("cannot serve {}: {e}", dir.display())));
+        let fs = if args.report_changes { fs.with_reports() } else { fs };
         (fs, dir.to_path_buf())
     });
     match local {
