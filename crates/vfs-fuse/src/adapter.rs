@@ -170,9 +170,14 @@ impl<F: VirtualFs> FuseAdapter<F> {
 
     /// Common shape of the requests that answer with an entry (lookup, mknod, mkdir,
     /// symlink, link).
-    fn entry_reply(ttl: Ttls, reply: ReplyEntry, r: Result<vfs_core::Attr, VfsError>, op: EntryOp) {
+    /// The entry carries the backend's generation of the inode ([`VirtualFs::generation`]),
+    /// so that the kernel never takes a new object for an old one with the same number.
+    fn entry_reply(fs: &F, ttl: Ttls, reply: ReplyEntry, r: Result<vfs_core::Attr, VfsError>, op: EntryOp) {
         match r {
-            Ok(attr) => reply.entry_with_ttls(&ttl.attr, &ttl.entry, &file_attr(&attr), Generation(0)),
+            Ok(attr) => {
+                let generation = Generation(fs.generation(attr.ino));
+                reply.entry_with_ttls(&ttl.attr, &ttl.entry, &file_attr(&attr), generation)
+            }
             Err(VfsError::NotFound) if op.caches_absence() && !ttl.negative.is_zero() => {
                 reply.entry(&ttl.negative, &negative_attr(), Generation(0))
             }
@@ -278,7 +283,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.lookup(&ctx, ino(parent), name).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Lookup);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Lookup);
         });
     }
 
@@ -358,7 +363,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.mknod(&ctx, ino(parent), name, mode, umask, decode_dev(rdev)).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Mknod);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Mknod);
         });
     }
 
@@ -367,7 +372,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.mkdir(&ctx, ino(parent), name, mode, umask).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Mkdir);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Mkdir);
         });
     }
 
@@ -393,7 +398,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.symlink(&ctx, ino(parent), name, &target).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Symlink);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Symlink);
         });
     }
 
@@ -431,7 +436,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.link(&ctx, ino(i), ino(newparent), name).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Link);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Link);
         });
     }
 
@@ -680,16 +685,17 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
             match fs.create(&ctx, ino(parent), name, mode, umask, OpenFlags(flags)).await {
                 Ok((attr, h)) => {
                     let fa = file_attr(&attr);
+                    let generation = Generation(fs.generation(attr.ino));
                     match backing_for(&*fs, &enabled, &table, attr.ino, h, |fd| reply.open_backing(fd)) {
                         Some(id) => reply.created_passthrough(
                             &ttl.entry,
                             &fa,
-                            Generation(0),
+                            generation,
                             FileHandle(h.0),
                             passthrough_flags(fopen),
                             &id,
                         ),
-                        None => reply.created(&ttl.entry, &fa, Generation(0), FileHandle(h.0), fopen),
+                        None => reply.created(&ttl.entry, &fa, generation, FileHandle(h.0), fopen),
                     }
                 }
                 Err(e) => {
