@@ -20,7 +20,7 @@ use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -66,6 +66,10 @@ pub(crate) struct FuseAdapter<F> {
     /// Passthrough was asked for and the kernel has not refused it (yet).
     passthrough: Arc<AtomicBool>,
     backing: Arc<Mutex<Backing>>,
+    /// Set at `init` if the kernel offers `FUSE_HAS_EXPIRE_ONLY` (for the invalidator).
+    expire_only: crate::invalidate::ExpireOnly,
+    /// Files opened with a passthrough backing file ([`crate::Mount::passthrough_files`]).
+    passthrough_files: Arc<AtomicU64>,
 }
 
 fn ctx(req: &Request) -> RequestCtx {
@@ -131,6 +135,8 @@ impl<F: VirtualFs> FuseAdapter<F> {
         rt: tokio::runtime::Handle,
         opts: &MountOptions,
         source: vfs_core::ChangeSource,
+        expire_only: crate::invalidate::ExpireOnly,
+        passthrough_files: Arc<AtomicU64>,
     ) -> FuseAdapter<F> {
         let (attr, entry) = opts.ttls_for(source);
         FuseAdapter {
@@ -144,8 +150,10 @@ impl<F: VirtualFs> FuseAdapter<F> {
             },
             keep_cache: opts.keep_cache_for(source),
             writeback_cache: opts.writeback_cache,
-            passthrough: Arc::new(AtomicBool::new(opts.passthrough)),
+            passthrough: Arc::new(AtomicBool::new(opts.wants_passthrough())),
             backing: Arc::new(Mutex::new(Backing::default())),
+            expire_only,
+            passthrough_files,
         }
     }
 
@@ -243,8 +251,10 @@ fn backing_for<F: VirtualFs>(
                 id
             }
             Err(e) => {
-                debug!(error = %e, "the kernel refused a passthrough backing file; serving files normally");
-                enabled.store(false, Ordering::Relaxed);
+                // Said once per mount: the first refusal turns passthrough off.
+                if enabled.swap(false, Ordering::Relaxed) {
+                    debug!(error = %e, "the kernel refused a passthrough backing file (privilege?); serving files normally");
+                }
                 return None;
             }
         },
@@ -258,6 +268,8 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         let caps = config.capabilities();
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_AUTO_INVAL_DATA | InitFlags::FUSE_ASYNC_DIO;
         let _ = config.add_capabilities(wanted & caps);
+        self.expire_only
+            .store(caps.contains(InitFlags::FUSE_HAS_EXPIRE_ONLY), Ordering::Relaxed);
         if self.writeback_cache {
             if caps.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
                 let _ = config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE);
@@ -443,10 +455,14 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
     fn open(&self, req: &Request, i: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
         let (fs, ctx, fopen) = (Arc::clone(&self.fs), ctx(req), self.open_flags());
         let (enabled, table) = (Arc::clone(&self.passthrough), Arc::clone(&self.backing));
+        let counted = Arc::clone(&self.passthrough_files);
         self.run(async move {
             match fs.open(&ctx, ino(i), OpenFlags(flags.0)).await {
                 Ok(h) => match backing_for(&*fs, &enabled, &table, ino(i), h, |fd| reply.open_backing(fd)) {
-                    Some(id) => reply.opened_passthrough(FileHandle(h.0), passthrough_flags(fopen), &id),
+                    Some(id) => {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        reply.opened_passthrough(FileHandle(h.0), passthrough_flags(fopen), &id)
+                    }
                     None => reply.opened(FileHandle(h.0), fopen),
                 },
                 Err(e) => {
@@ -680,6 +696,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         let (fs, ctx, ttl, fopen) = (Arc::clone(&self.fs), ctx(req), self.ttl, self.open_flags());
         let (enabled, table) = (Arc::clone(&self.passthrough), Arc::clone(&self.backing));
         let name: OsString = name.to_os_string();
+        let counted = Arc::clone(&self.passthrough_files);
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             match fs.create(&ctx, ino(parent), name, mode, umask, OpenFlags(flags)).await {
@@ -687,14 +704,17 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
                     let fa = file_attr(&attr);
                     let generation = Generation(fs.generation(attr.ino));
                     match backing_for(&*fs, &enabled, &table, attr.ino, h, |fd| reply.open_backing(fd)) {
-                        Some(id) => reply.created_passthrough(
-                            &ttl.entry,
-                            &fa,
-                            generation,
-                            FileHandle(h.0),
-                            passthrough_flags(fopen),
-                            &id,
-                        ),
+                        Some(id) => {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            reply.created_passthrough(
+                                &ttl.entry,
+                                &fa,
+                                generation,
+                                FileHandle(h.0),
+                                passthrough_flags(fopen),
+                                &id,
+                            )
+                        }
                         None => reply.created(&ttl.entry, &fa, generation, FileHandle(h.0), fopen),
                     }
                 }
