@@ -170,7 +170,7 @@ fn localfs_reports_by_default_and_keeps_short_ttls_without() {
 }
 
 /// Pins the cause of pjdfstest's `ENOENT` flake on a `LocalFs` mount with change reports on
-/// (issue 18: `mkdir` in a directory just made answered `ENOENT`). The host reuses a
+/// (`mkdir` in a directory just made answered `ENOENT`). The host reuses a
 /// removed directory's inode number for the next directory made, at once (ext4 does);
 /// the kernel, still holding the removed directory's inode (here an open descriptor
 /// holds it; in pjdfstest a reported invalidation's reference was enough), took the new
