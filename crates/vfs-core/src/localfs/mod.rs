@@ -39,7 +39,8 @@
 //!   as root; otherwise they belong to the process. Permission checks against the caller
 //!   are the front end's job (FUSE `default_permissions`); the host checks the process.
 //! - **Inode numbers are reused by the host** after a file is deleted; like an NFS server
-//!   without generation numbers, an old handle may then name the new file.
+//!   without generation numbers, an old handle may then name the new file. FUSE entries
+//!   tell them apart ([`VirtualFs::generation`]: the host's birth time, where it keeps one).
 //! - A directory moved *out of* the root on the host while `LocalFs` holds its descriptor
 //!   stays reachable through that descriptor until the front end forgets it, as a process's
 //!   current directory would. (Moving things out of the root needs access outside it.)
