@@ -25,6 +25,11 @@ pub struct MemfsOptions {
     /// Hand open files' host descriptors to the kernel (FUSE passthrough; local only).
     #[arg(long)]
     pub passthrough: bool,
+    /// Never use passthrough (by default it is used where it costs nothing: a host
+    /// directory, no --allow-other, no --writeback-cache, and the kernel and privilege
+    /// allow it).
+    #[arg(long, conflicts_with = "passthrough")]
+    pub no_passthrough: bool,
     /// Let the kernel cache writes and send them in batches (FUSE writeback cache).
     #[arg(long)]
     pub writeback_cache: bool,
@@ -74,6 +79,7 @@ pub fn run(local: Option<&Path>, mountpoint: &Path, args: &MemfsOptions, launch:
     let mut opts = MountOptions {
         allow_other: args.allow_other,
         passthrough: args.passthrough,
+        passthrough_auto: !args.no_passthrough,
         writeback_cache: args.writeback_cache,
         attr_ttl: secs(args.attr_ttl, "attr-ttl"),
         entry_ttl: secs(args.entry_ttl, "entry-ttl"),

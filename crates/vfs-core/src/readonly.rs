@@ -154,6 +154,10 @@ impl<F: VirtualFs> VirtualFs for ReadOnly<F> {
         self.inner.passthrough_fd(ino, fh)
     }
 
+    fn generation(&self, ino: Ino) -> u64 {
+        self.inner.generation(ino)
+    }
+
     async fn readdir(&self, ctx: &RequestCtx, ino: Ino, cookie: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
         self.inner.readdir(ctx, ino, cookie, max).await
     }

@@ -416,6 +416,21 @@ pub trait VirtualFs: Send + Sync + 'static {
         None
     }
 
+    /// The generation of inode `ino`: with the inode number, it names one object for the
+    /// object's whole life, so that a number the backend reuses for a new object (a host
+    /// filesystem does, right after a removal) is told apart from the old one. A front
+    /// end asks it right after a call that answered `ino` with an entry (lookup, create,
+    /// mkdir, mknod, symlink, link) and hands it to the kernel with the entry: a FUSE
+    /// kernel that still holds the old object's inode (a directory just removed, marked
+    /// dead) would otherwise take the new object for it (and answer `ENOENT` for every
+    /// name created in a directory it believes removed).
+    ///
+    /// Default: 0 (inode numbers are never reused while the front end may hold them).
+    fn generation(&self, ino: Ino) -> u64 {
+        let _ = ino;
+        0
+    }
+
     /// Up to `max` entries of directory `ino` after `cookie` (0: from the start).
     ///
     /// # Errors and rules the kit checks

@@ -108,6 +108,10 @@ macro_rules! wrap_methods {
             fn passthrough_fd(&self, inner: &F, ino: Ino, fh: Fh) -> Option<OwnedFd> {
                 inner.passthrough_fd(ino, fh)
             }
+            /// [`VirtualFs::generation`]; forwards by default.
+            fn generation(&self, inner: &F, ino: Ino) -> u64 {
+                inner.generation(ino)
+            }
             $(
                 $(#[$doc])*
                 #[allow(clippy::too_many_arguments)] // the operation's own arguments, plus `inner`
@@ -135,6 +139,9 @@ macro_rules! wrap_methods {
             }
             fn passthrough_fd(&self, ino: Ino, fh: Fh) -> Option<OwnedFd> {
                 self.hooks.passthrough_fd(&self.inner, ino, fh)
+            }
+            fn generation(&self, ino: Ino) -> u64 {
+                self.hooks.generation(&self.inner, ino)
             }
             $(
                 fn $m(&self, ctx: &RequestCtx, $($arg: $ty),*) -> impl Future<Output = $out> + Send {

@@ -20,7 +20,7 @@ use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -66,6 +66,10 @@ pub(crate) struct FuseAdapter<F> {
     /// Passthrough was asked for and the kernel has not refused it (yet).
     passthrough: Arc<AtomicBool>,
     backing: Arc<Mutex<Backing>>,
+    /// Set at `init` if the kernel offers `FUSE_HAS_EXPIRE_ONLY` (for the invalidator).
+    expire_only: crate::invalidate::ExpireOnly,
+    /// Files opened with a passthrough backing file ([`crate::Mount::passthrough_files`]).
+    passthrough_files: Arc<AtomicU64>,
 }
 
 fn ctx(req: &Request) -> RequestCtx {
@@ -131,6 +135,8 @@ impl<F: VirtualFs> FuseAdapter<F> {
         rt: tokio::runtime::Handle,
         opts: &MountOptions,
         source: vfs_core::ChangeSource,
+        expire_only: crate::invalidate::ExpireOnly,
+        passthrough_files: Arc<AtomicU64>,
     ) -> FuseAdapter<F> {
         let (attr, entry) = opts.ttls_for(source);
         FuseAdapter {
@@ -144,8 +150,10 @@ impl<F: VirtualFs> FuseAdapter<F> {
             },
             keep_cache: opts.keep_cache_for(source),
             writeback_cache: opts.writeback_cache,
-            passthrough: Arc::new(AtomicBool::new(opts.passthrough)),
+            passthrough: Arc::new(AtomicBool::new(opts.wants_passthrough())),
             backing: Arc::new(Mutex::new(Backing::default())),
+            expire_only,
+            passthrough_files,
         }
     }
 
@@ -170,9 +178,14 @@ impl<F: VirtualFs> FuseAdapter<F> {
 
     /// Common shape of the requests that answer with an entry (lookup, mknod, mkdir,
     /// symlink, link).
-    fn entry_reply(ttl: Ttls, reply: ReplyEntry, r: Result<vfs_core::Attr, VfsError>, op: EntryOp) {
+    /// The entry carries the backend's generation of the inode ([`VirtualFs::generation`]),
+    /// so that the kernel never takes a new object for an old one with the same number.
+    fn entry_reply(fs: &F, ttl: Ttls, reply: ReplyEntry, r: Result<vfs_core::Attr, VfsError>, op: EntryOp) {
         match r {
-            Ok(attr) => reply.entry_with_ttls(&ttl.attr, &ttl.entry, &file_attr(&attr), Generation(0)),
+            Ok(attr) => {
+                let generation = Generation(fs.generation(attr.ino));
+                reply.entry_with_ttls(&ttl.attr, &ttl.entry, &file_attr(&attr), generation)
+            }
             Err(VfsError::NotFound) if op.caches_absence() && !ttl.negative.is_zero() => {
                 reply.entry(&ttl.negative, &negative_attr(), Generation(0))
             }
@@ -238,8 +251,10 @@ fn backing_for<F: VirtualFs>(
                 id
             }
             Err(e) => {
-                debug!(error = %e, "the kernel refused a passthrough backing file; serving files normally");
-                enabled.store(false, Ordering::Relaxed);
+                // Said once per mount: the first refusal turns passthrough off.
+                if enabled.swap(false, Ordering::Relaxed) {
+                    debug!(error = %e, "the kernel refused a passthrough backing file (privilege?); serving files normally");
+                }
                 return None;
             }
         },
@@ -253,6 +268,8 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         let caps = config.capabilities();
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_AUTO_INVAL_DATA | InitFlags::FUSE_ASYNC_DIO;
         let _ = config.add_capabilities(wanted & caps);
+        self.expire_only
+            .store(caps.contains(InitFlags::FUSE_HAS_EXPIRE_ONLY), Ordering::Relaxed);
         if self.writeback_cache {
             if caps.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
                 let _ = config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE);
@@ -278,7 +295,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.lookup(&ctx, ino(parent), name).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Lookup);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Lookup);
         });
     }
 
@@ -358,7 +375,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.mknod(&ctx, ino(parent), name, mode, umask, decode_dev(rdev)).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Mknod);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Mknod);
         });
     }
 
@@ -367,7 +384,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.mkdir(&ctx, ino(parent), name, mode, umask).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Mkdir);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Mkdir);
         });
     }
 
@@ -393,7 +410,7 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.symlink(&ctx, ino(parent), name, &target).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Symlink);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Symlink);
         });
     }
 
@@ -431,17 +448,21 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             let r = fs.link(&ctx, ino(i), ino(newparent), name).await;
-            Self::entry_reply(ttl, reply, r, EntryOp::Link);
+            Self::entry_reply(&*fs, ttl, reply, r, EntryOp::Link);
         });
     }
 
     fn open(&self, req: &Request, i: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
         let (fs, ctx, fopen) = (Arc::clone(&self.fs), ctx(req), self.open_flags());
         let (enabled, table) = (Arc::clone(&self.passthrough), Arc::clone(&self.backing));
+        let counted = Arc::clone(&self.passthrough_files);
         self.run(async move {
             match fs.open(&ctx, ino(i), OpenFlags(flags.0)).await {
                 Ok(h) => match backing_for(&*fs, &enabled, &table, ino(i), h, |fd| reply.open_backing(fd)) {
-                    Some(id) => reply.opened_passthrough(FileHandle(h.0), passthrough_flags(fopen), &id),
+                    Some(id) => {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        reply.opened_passthrough(FileHandle(h.0), passthrough_flags(fopen), &id)
+                    }
                     None => reply.opened(FileHandle(h.0), fopen),
                 },
                 Err(e) => {
@@ -675,21 +696,26 @@ impl<F: VirtualFs> Filesystem for FuseAdapter<F> {
         let (fs, ctx, ttl, fopen) = (Arc::clone(&self.fs), ctx(req), self.ttl, self.open_flags());
         let (enabled, table) = (Arc::clone(&self.passthrough), Arc::clone(&self.backing));
         let name: OsString = name.to_os_string();
+        let counted = Arc::clone(&self.passthrough_files);
         self.run(async move {
             let name = name_or_reply!(&name, reply);
             match fs.create(&ctx, ino(parent), name, mode, umask, OpenFlags(flags)).await {
                 Ok((attr, h)) => {
                     let fa = file_attr(&attr);
+                    let generation = Generation(fs.generation(attr.ino));
                     match backing_for(&*fs, &enabled, &table, attr.ino, h, |fd| reply.open_backing(fd)) {
-                        Some(id) => reply.created_passthrough(
-                            &ttl.entry,
-                            &fa,
-                            Generation(0),
-                            FileHandle(h.0),
-                            passthrough_flags(fopen),
-                            &id,
-                        ),
-                        None => reply.created(&ttl.entry, &fa, Generation(0), FileHandle(h.0), fopen),
+                        Some(id) => {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            reply.created_passthrough(
+                                &ttl.entry,
+                                &fa,
+                                generation,
+                                FileHandle(h.0),
+                                passthrough_flags(fopen),
+                                &id,
+                            )
+                        }
+                        None => reply.created(&ttl.entry, &fa, generation, FileHandle(h.0), fopen),
                     }
                 }
                 Err(e) => {

@@ -113,6 +113,8 @@ pub struct Mount {
     auto_unmount: bool,
     /// What the backend promised at mount time (decides the TTLs).
     change_source: ChangeSource,
+    /// Files opened with a passthrough backing file so far.
+    passthrough_files: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Mounts `fs` on `mountpoint` and serves it until the returned [`Mount`] is dropped or
@@ -154,7 +156,16 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
     // session exists and the sending thread starts.
     let (invalidator, pending) = QueuedInvalidator::queue();
     let change_source = fs.report_changes(Arc::clone(&invalidator) as Arc<dyn Invalidator>);
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone(), opts, change_source);
+    let expire_only = crate::invalidate::ExpireOnly::default();
+    let passthrough_files = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let adapter = FuseAdapter::new(
+        fs,
+        runtime.handle().clone(),
+        opts,
+        change_source,
+        Arc::clone(&expire_only),
+        Arc::clone(&passthrough_files),
+    );
     let session = fuser::Session::new(adapter, mountpoint, &opts.fuser_config(&fsname)).map_err(|e| {
         invalidator.close();
         // Root failed to mount(2) and fuser fell back to a helper that is not installed.
@@ -165,8 +176,13 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
         }
     })?;
     let notifier = session.notifier();
+    // Without a duplicate, entries are invalidated the old way (fuser's notifier).
+    let dev = std::os::fd::AsFd::as_fd(&session)
+        .try_clone_to_owned()
+        .map_err(|e| debug!(error = %e, "no duplicate of /dev/fuse; entries invalidated without FUSE_EXPIRE_ONLY"))
+        .ok();
     let started = invalidator
-        .start_sending(pending, notifier)
+        .start_sending(pending, notifier, dev, expire_only)
         .and_then(|thread| session.spawn().map(|session| (thread, session)));
     let (inval_thread, session) = started.map_err(|e| {
         invalidator.close();
@@ -184,10 +200,18 @@ pub fn mount<F: VirtualFs>(fs: Arc<F>, mountpoint: impl AsRef<Path>, opts: &Moun
         runtime: Some(runtime),
         auto_unmount: opts.auto_unmount,
         change_source,
+        passthrough_files,
     })
 }
 
 impl Mount {
+    /// How many file opens so far were handed to the kernel with a passthrough backing
+    /// file ([`MountOptions::passthrough`]); 0 where the backend, the kernel or the
+    /// privilege does not allow it, or passthrough is off.
+    pub fn passthrough_files(&self) -> u64 {
+        self.passthrough_files.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// What the backend promised about changes behind the mount when it was mounted, which
     /// decided the kernel's TTLs ([`MountOptions::long_ttl`]).
     pub fn change_source(&self) -> ChangeSource {

@@ -5,7 +5,9 @@
 //! seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3)), attributes and entries are cached for long only when the backend
 //! promises that nothing changes behind the mount or that it reports what does
 //! ([`vfs_core::ChangeSource`]; otherwise 1 s), cached pages are dropped on every open (no `keep_cache`), and nothing
-//! is handed to the kernel directly (no passthrough) unless asked for.
+//! is handed to the kernel directly (passthrough) only where that changes nothing a
+//! program can see (`passthrough_auto`) or when asked for; a kernel or privilege that is
+//! missing falls back to ordinary requests, said once per mount.
 
 use std::time::Duration;
 
@@ -66,8 +68,19 @@ pub struct MountOptions {
     /// Hand the kernel the backend's own descriptor of each open regular file, when the
     /// backend has one (`VirtualFs::passthrough_fd`, e.g. `LocalFs`), so reads and writes
     /// go from the kernel straight to the host file (FUSE passthrough, Linux 6.9+, needs
-    /// `CAP_SYS_ADMIN`). If the kernel refuses, files are served normally. Default: off.
+    /// `CAP_SYS_ADMIN`). If the kernel refuses, files are served normally, said once per
+    /// mount (a debug line). Writes through passthrough are made with the mounting
+    /// process's credentials (another user's write does not clear setuid bits), so asking
+    /// for it with [`MountOptions::allow_other`] trades that. Default: off, but see
+    /// [`MountOptions::passthrough_auto`], on by default. [`crate::Mount::passthrough_files`]
+    /// counts the files actually handed over.
     pub passthrough: bool,
+    /// Passthrough wherever it costs nothing in correctness: the backend names a backing
+    /// file, the kernel offers passthrough, the privilege is there, only the mounting
+    /// user (and root) can reach the mount ([`MountOptions::allow_other`] off, so every
+    /// write is made with the credentials passthrough would use anyway) and no
+    /// [`MountOptions::writeback_cache`]. Default: on.
+    pub passthrough_auto: bool,
     /// The mount's readahead in KiB, written to its `/sys/class/bdi/<dev>/read_ahead_kb`
     /// once the session is up (the kernel's `init` offers at most the default, 128 KiB;
     /// requests are still at most 1 MiB, `max_pages`). Needs root; skipped otherwise.
@@ -117,6 +130,7 @@ impl Default for MountOptions {
             keep_cache: false,
             writeback_cache: false,
             passthrough: false,
+            passthrough_auto: true,
             read_ahead_kb: None,
             read_only: false,
             auto_unmount: true,
@@ -129,6 +143,12 @@ impl Default for MountOptions {
 }
 
 impl MountOptions {
+    /// Whether the mount asks the kernel for passthrough ([`MountOptions::passthrough`],
+    /// or [`MountOptions::passthrough_auto`] where it costs nothing).
+    pub fn wants_passthrough(&self) -> bool {
+        self.passthrough || (self.passthrough_auto && !self.allow_other && !self.writeback_cache)
+    }
+
     /// The number of session threads in effect.
     pub fn effective_session_threads(&self) -> usize {
         self.session_threads
@@ -195,6 +215,15 @@ mod tests {
         assert!(!o.allow_other);
         assert_eq!(o.negative_ttl, Duration::ZERO);
         assert!(!o.keep_cache && !o.writeback_cache && !o.passthrough && !o.read_only);
+        assert!(o.passthrough_auto && o.wants_passthrough(), "on where it costs nothing");
+        let shared = MountOptions {
+            allow_other: true,
+            ..MountOptions::default()
+        };
+        assert!(
+            !shared.wants_passthrough(),
+            "other users' writes would be the mounter's"
+        );
         assert!(o.auto_unmount);
         let c = o.fuser_config("x");
         assert!(c.mount_options.contains(&fuser::MountOption::DefaultPermissions));

@@ -27,7 +27,21 @@ pub(super) fn statx_fd(fd: BorrowedFd<'_>) -> rustix::io::Result<Statx> {
         fd,
         c"",
         AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::BASIC_STATS,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+}
+
+/// The generation of the inode a `statx` answer describes: its birth time in nanoseconds,
+/// which a host inode number reused for a new object does not share with the old one;
+/// `None` where the host filesystem keeps no birth time.
+pub(super) fn generation_of(st: &Statx) -> Option<u64> {
+    if st.stx_mask & StatxFlags::BTIME.bits() == 0 {
+        return None;
+    }
+    let secs = u64::try_from(st.stx_btime.tv_sec).ok()?;
+    Some(
+        secs.wrapping_mul(1_000_000_000)
+            .wrapping_add(u64::from(st.stx_btime.tv_nsec)),
     )
 }
 

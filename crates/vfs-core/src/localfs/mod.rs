@@ -39,7 +39,8 @@
 //!   as root; otherwise they belong to the process. Permission checks against the caller
 //!   are the front end's job (FUSE `default_permissions`); the host checks the process.
 //! - **Inode numbers are reused by the host** after a file is deleted; like an NFS server
-//!   without generation numbers, an old handle may then name the new file.
+//!   without generation numbers, an old handle may then name the new file. FUSE entries
+//!   tell them apart ([`VirtualFs::generation`]: the host's birth time, where it keeps one).
 //! - A directory moved *out of* the root on the host while `LocalFs` holds its descriptor
 //!   stays reachable through that descriptor until the front end forgets it, as a process's
 //!   current directory would. (Moving things out of the root needs access outside it.)
@@ -105,7 +106,7 @@ pub struct LocalFs {
     /// Reports of host changes to front ends, once one asked.
     #[cfg(feature = "watch")]
     reports: parking_lot::Mutex<Option<report::Reports>>,
-    /// Whether host changes are to be reported ([`LocalFs::with_reports`]).
+    /// Whether host changes are to be reported (default; [`LocalFs::without_reports`]).
     #[cfg_attr(not(feature = "watch"), allow(dead_code))]
     reports_wanted: bool,
 }
@@ -178,19 +179,24 @@ impl LocalFs {
             root_path: canonical,
             #[cfg(feature = "watch")]
             reports: parking_lot::Mutex::new(None),
-            reports_wanted: false,
+            reports_wanted: true,
         })
     }
 
     /// Reports changes made in the host directory by other processes to every front end
     /// that asks ([`VirtualFs::report_changes`]: an inotify watcher, feature `watch`), so
-    /// that the front end may cache for long ([`ChangeSource::Reported`]). Off by default
-    /// (then [`ChangeSource::Unknown`]: short caches): with it on, pjdfstest through a FUSE
-    /// mount fails now and then with `ENOENT` on a directory just created (1 to 42 of 398
-    /// cases per run here; not with the same long TTLs and no reports), which is not
-    /// understood yet (doc/SEMANTICS.md).
+    /// that the front end may cache for long ([`ChangeSource::Reported`]). This is the
+    /// default; it undoes [`LocalFs::without_reports`].
     pub fn with_reports(mut self) -> Self {
         self.reports_wanted = true;
+        self
+    }
+
+    /// Starts no watcher: the `LocalFs` then declares [`ChangeSource::Unknown`] and front
+    /// ends keep short caches (for a tree too large for the host's inotify watches, or a
+    /// front end that never caches).
+    pub fn without_reports(mut self) -> Self {
+        self.reports_wanted = false;
         self
     }
 
@@ -237,11 +243,16 @@ impl LocalFs {
 
     /// Attributes of a descriptor's inode, which must be on the root's device.
     fn attr(&self, fd: BorrowedFd<'_>) -> VfsResult<Attr> {
+        self.attr_gen(fd).map(|(a, _)| a)
+    }
+
+    /// [`LocalFs::attr`] and the inode's generation ([`host::generation_of`]).
+    fn attr_gen(&self, fd: BorrowedFd<'_>) -> VfsResult<(Attr, Option<u64>)> {
         let st = statx_fd(fd)?;
         if dev_of(&st) != self.inner.root_dev {
             return Err(VfsError::CrossDevice);
         }
-        attr_of(&st, self.inner.map)
+        Ok((attr_of(&st, self.inner.map)?, host::generation_of(&st)))
     }
 
     /// A real descriptor for the inode behind the `O_PATH` descriptor `fd`, opened with
@@ -299,12 +310,13 @@ impl LocalFs {
             return Err(VfsError::Io("created object was replaced on the host".into()));
         }
         self.settle_new(ctx, parent_sgid, fd.as_fd(), mode)?;
-        let attr = self.attr(fd.as_fd())?;
+        let (attr, generation) = self.attr_gen(fd.as_fd())?;
         let sighting = Sighting {
             ino: attr.ino,
             kind,
             parent,
             name: name.as_os_str(),
+            generation,
         };
         self.inner.remember(tok, sighting, 1, Some(fd));
         Ok(attr)
@@ -470,8 +482,8 @@ impl VirtualFs for LocalFs {
         &self.inner.source_id
     }
 
-    /// Other processes change the host directory; with [`LocalFs::with_reports`] (and the
-    /// `watch` feature), an inotify watcher reports each change.
+    /// Other processes change the host directory; unless [`LocalFs::without_reports`] (and
+    /// with the `watch` feature), an inotify watcher reports each change.
     fn change_source(&self) -> ChangeSource {
         if cfg!(feature = "watch") && self.reports_wanted {
             ChangeSource::Reported
@@ -525,7 +537,7 @@ impl VirtualFs for LocalFs {
                 return Err(e.into());
             }
         };
-        let attr = match self.attr(fd.as_fd()) {
+        let (attr, generation) = match self.attr_gen(fd.as_fd()) {
             Err(VfsError::CrossDevice) => {
                 debug!(%parent, %name, "lookup of a mount point: another device");
                 return Err(VfsError::CrossDevice);
@@ -537,6 +549,7 @@ impl VirtualFs for LocalFs {
             kind: attr.kind,
             parent,
             name: name.as_os_str(),
+            generation,
         };
         self.inner.remember(&mut tok, sighting, 1, Some(fd));
         Ok(attr)
@@ -739,12 +752,13 @@ impl VirtualFs for LocalFs {
         }
         let to = self.resolve_dir(&mut tok, newparent).await?;
         self.inner.proc.link(r.fd.as_fd(), to.fd.as_fd(), newname.as_os_str())?;
-        let attr = self.attr(r.fd.as_fd())?;
+        let (attr, generation) = self.attr_gen(r.fd.as_fd())?;
         let sighting = Sighting {
             ino: attr.ino,
             kind: attr.kind,
             parent: newparent,
             name: newname.as_os_str(),
+            generation,
         };
         self.inner.remember(&mut tok, sighting, 1, None);
         Ok(attr)
@@ -799,12 +813,13 @@ impl VirtualFs for LocalFs {
         if created {
             self.settle_new(ctx, is_setgid(dfd)?, file.as_fd(), Some(perm))?;
         }
-        let attr = self.attr(file.as_fd())?;
+        let (attr, generation) = self.attr_gen(file.as_fd())?;
         let sighting = Sighting {
             ino: attr.ino,
             kind: attr.kind,
             parent,
             name: name.as_os_str(),
+            generation,
         };
         self.inner.remember(&mut tok, sighting, 1, None);
         let fh = self.add_handle(&mut tok, attr.ino, file, flags);
@@ -881,6 +896,16 @@ impl VirtualFs for LocalFs {
         self.inner.handles.remove(&mut tok, ino, fh).map(drop)
     }
 
+    /// The host inode's birth time, as last seen by an entry answered for `ino`: a
+    /// host filesystem reuses an inode number right after a removal, and without a new
+    /// generation a FUSE kernel still holding the removed object's inode would take the
+    /// new object for it.
+    fn generation(&self, ino: Ino) -> u64 {
+        // SAFETY: operation entry: no lock is held.
+        let mut tok = unsafe { Locked::<Unlocked>::new() };
+        self.inner.generation(&mut tok, ino)
+    }
+
     fn passthrough_fd(&self, ino: Ino, fh: Fh) -> Option<OwnedFd> {
         // SAFETY: operation entry: no lock is held.
         let mut tok = unsafe { Locked::<Unlocked>::new() };
@@ -941,6 +966,7 @@ impl VirtualFs for LocalFs {
                     kind: attr.kind,
                     parent: ino,
                     name: &entry.name,
+                    generation: None,
                 };
                 self.inner.remember(&mut tok, sighting, 0, None);
             }

@@ -58,6 +58,9 @@ pub(super) struct Node {
     pub(super) dir: Option<Arc<DirFd>>,
     /// References the front end holds (FUSE lookup count).
     pub(super) nlookup: u64,
+    /// The generation last answered with an entry ([`super::host::generation_of`]; 0
+    /// if unknown): a host inode number reused for a new object gets a new one.
+    pub(super) generation: u64,
 }
 
 /// Where an inode was seen.
@@ -67,6 +70,9 @@ pub(super) struct Sighting<'a> {
     pub(super) kind: FileType,
     pub(super) parent: Ino,
     pub(super) name: &'a OsStr,
+    /// The generation, when this sighting's `statx` told it (entries answered to the
+    /// front end); `None` leaves the remembered one.
+    pub(super) generation: Option<u64>,
 }
 
 impl Inner {
@@ -89,6 +95,9 @@ impl Inner {
                 n.parent = s.parent;
                 s_clone_into(s.name, &mut n.name);
                 n.nlookup = n.nlookup.saturating_add(lookups);
+                if let Some(g) = s.generation {
+                    n.generation = g;
+                }
                 if s.kind != FileType::Directory {
                     n.dir.take()
                 } else if n.dir.is_none() {
@@ -111,6 +120,7 @@ impl Inner {
                         name: s.name.to_os_string(),
                         dir: kept.take(),
                         nlookup: lookups,
+                        generation: s.generation.unwrap_or(0),
                     };
                     match self.nodes.insert(tok, s.ino, node) {
                         Ok(_) => return,
@@ -154,6 +164,11 @@ impl Inner {
             let removed = self.nodes.remove_if(tok, ino, |node| node.nlookup == 0);
             drop(removed);
         }
+    }
+
+    /// The generation remembered for `ino` (0 if unknown or forgotten).
+    pub(super) fn generation(&self, tok: &mut Locked<Unlocked>, ino: Ino) -> u64 {
+        self.nodes.read(tok, ino, |n| n.generation).unwrap_or(0)
     }
 
     /// The inode through what the table remembers (ways 1 and 2), or `None`.
@@ -214,6 +229,7 @@ impl Inner {
                     kind: s.1,
                     parent: s.2,
                     name: &s.3,
+                    generation: None,
                 },
                 0,
                 None,
