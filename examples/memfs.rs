@@ -5,7 +5,7 @@
 //! mkdir -p /tmp/memfs && cargo run --release --example memfs -- /tmp/memfs
 //! cargo run --release --example memfs -- /tmp/memfs --local /srv/data --passthrough
 //! cargo run --release --example memfs -- /tmp/memfs --local /srv/data --read-only
-//! cargo run --release --example memfs -- /tmp/memfs --local /srv/data --report-changes
+//! cargo run --release --example memfs -- /tmp/memfs --local /srv/data --no-report-changes
 //! ```
 //!
 //! The mount goes away by itself if the program dies, even by SIGKILL (`auto_unmount`).

@@ -53,10 +53,11 @@ pub struct MemfsOptions {
     /// (`vfs_core::ReadOnly`), so nothing can write through this mount.
     #[arg(long)]
     pub read_only: bool,
-    /// Report changes made behind the mount (inotify; `--local` only): the kernel then
-    /// caches for long and is told of each change (`LocalFs::with_reports`).
+    /// Do not watch the host directory for changes made behind the mount (`--local`
+    /// only; `LocalFs::without_reports`): the kernel then caches for 1 s instead of being
+    /// told of each change (for a tree larger than the host's inotify watch limit).
     #[arg(long)]
-    pub report_changes: bool,
+    pub no_report_changes: bool,
 }
 
 fn secs(s: f64, what: &str) -> Duration {
@@ -93,15 +94,19 @@ pub fn run(local: Option<&Path>, mountpoint: &Path, args: &MemfsOptions, launch:
     if local.is_none() && args.passthrough {
         fail("--passthrough needs a host directory (MemFs has no host files to pass through)");
     }
-    if local.is_none() && args.report_changes {
-        fail("--report-changes needs a host directory (MemFs changes only through the mount)");
+    if local.is_none() && args.no_report_changes {
+        fail("--no-report-changes needs a host directory (MemFs changes only through the mount)");
     }
     // LocalFs keeps `/proc/self/fd` open, which names the process that opened it: open
     // it in the process that serves (after the fork), never before.
     let mut ready = launch.start();
     let local = local.map(|dir| {
         let fs = LocalFs::new(dir).unwrap_or_else(|e| fail(format!("cannot serve {}: {e}", dir.display())));
-        let fs = if args.report_changes { fs.with_reports() } else { fs };
+        let fs = if args.no_report_changes {
+            fs.without_reports()
+        } else {
+            fs
+        };
         (fs, dir.to_path_buf())
     });
     match local {

@@ -113,8 +113,8 @@ fn bad_options_and_failed_mounts_are_one_line() {
     one_line_error(&vfs(&["mount", "memfs", mnt, "-o", "noexec"]), "not supported");
     one_line_error(&vfs(&["nonsense", mnt]), "\"nonsense\"");
     one_line_error(
-        &vfs(&["mount", "memfs", mnt, "--report-changes"]),
-        "--report-changes needs a host directory",
+        &vfs(&["mount", "memfs", mnt, "--no-report-changes"]),
+        "--no-report-changes needs a host directory",
     );
     // A mount that fails after the fork: the parent exits with the child's status.
     let missing = dir.path().join("missing");
