@@ -160,7 +160,9 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// - `EISDIR` for a size change of a directory `[setattr.truncate_dir]`;
     /// - truncating down then up exposes zeros, never old bytes `[setattr.truncate_zeros]`;
     /// - chmod/chown change ctime `[ctime.change]` and leave mtime alone `[ctime.only]`; a size
-    ///   change changes mtime and ctime `[mtime.write]`.
+    ///   change changes mtime and ctime `[mtime.write]`;
+    /// - chown of a non-directory clears setuid, and setgid when group-exec is set
+    ///   `[setattr.chown_clears_suid]`.
     fn setattr(&self, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> impl Future<Output = VfsResult<Attr>> + Send {
         let _ = (ctx, ino, set);
         async { Err(VfsError::NotImplemented) }
@@ -186,6 +188,7 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - use [`MknodSpec::new`] for Linux's checks of `mode`;
+    /// - a regular file made by mknod holds data like one made by `create` `[mknod.regular]`;
     /// - without special files, `EPERM` (or `ENOSYS`) `[absent.errno]`.
     fn mknod(
         &self,
@@ -207,6 +210,8 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `EEXIST` when `name` exists `[mkdir.exists]`;
+    /// - the new directory's mode is `mode & !umask`, and in a setgid directory it takes
+    ///   that directory's group and the setgid bit `[create.mode]`, `[create.setgid_dir]`;
     /// - the parent gains one link `[mkdir.parent_nlink]`, and mtime and ctime `[mtime.parent]`.
     fn mkdir(
         &self,
@@ -281,7 +286,10 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// - `EEXIST` with `NOREPLACE` when the target exists, even as a hard link of the source
     ///   `[rename.noreplace]`; unsupported flags: `EINVAL` `[absent.errno]`;
     /// - a moved directory's `..` is its new parent `[rename.dotdot]`; the moved inode's ctime
-    ///   changes `[ctime.change]`.
+    ///   changes `[ctime.change]`;
+    /// - a directory moved to another parent takes one link from the old parent and gives
+    ///   one to the new `[rename.dir_nlink]`; a replaced name's inode loses one link, its
+    ///   other hard links stay, with its data `[rename.victim_nlink]`.
     fn rename(
         &self,
         ctx: &RequestCtx,
@@ -329,7 +337,9 @@ pub trait VirtualFs: Send + Sync + 'static {
     ///
     /// # Errors and rules the kit checks
     ///
-    /// - `EEXIST` with `O_EXCL` when `name` exists `[create.excl]`.
+    /// - `EEXIST` with `O_EXCL` when `name` exists `[create.excl]`;
+    /// - the new file's mode is `mode & !umask` `[create.mode]`; in a setgid directory it
+    ///   takes that directory's group (and no setgid bit) `[create.setgid_dir]`.
     fn create(
         &self,
         ctx: &RequestCtx,
@@ -529,6 +539,18 @@ pub trait VirtualFs: Send + Sync + 'static {
 
     /// Allocates (mode 0: extends the size to `offset + length` if smaller). Default: not
     /// supported, which makes `posix_fallocate(3)` fall back to writing zeros.
+    ///
+    /// # Errors and rules the kit checks
+    ///
+    /// A mode answered `EOPNOTSUPP` is skipped by the kit; a mode that is accepted must
+    /// do what it says:
+    /// - mode 0 sets the size to `offset + length` when that is larger, never shrinks it
+    ///   `[fallocate.extend]`;
+    /// - `FALLOC_FL_KEEP_SIZE` keeps the size `[fallocate.keep_size]`;
+    /// - `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` zeroes exactly the range (clamped
+    ///   to the size) and keeps the size `[fallocate.punch]`;
+    /// - `EINVAL` for a zero `length` `[fallocate.zero_len]`;
+    /// - `EBADF` for a handle not open for writing `[fallocate.badf]`.
     fn fallocate(
         &self,
         ctx: &RequestCtx,

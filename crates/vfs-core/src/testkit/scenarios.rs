@@ -341,7 +341,7 @@ pub async fn lookup_and_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let root = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr of the root");
     kit_ensure!(
         root.ino == Ino::ROOT && root.kind == FileType::Directory,
-        "root: {root:?}"
+        "rule: the root is inode 1 and a directory\n  seen: {root:?}"
     );
     let ino = kit_try!(mkfile(fs, Ino::ROOT, "f", b"12345").await, "create f");
     let looked = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("f")).await, "lookup f");
@@ -470,6 +470,52 @@ pub async fn rename_over_file<F: VirtualFs>(b: Backend<F>) -> KitResult {
             .await,
         Errno::ENOENT,
         "[rename.missing] rename of a missing name"
+    );
+    Ok(())
+}
+
+/// Link counts across renames: a directory moved to another parent takes one link from
+/// the old parent and gives one to the new; a file renamed over a name with another hard
+/// link leaves that link alive, with one link less and its data.
+pub async fn rename_link_counts<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let a = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("a"), 0o755, 0).await, "mkdir a");
+    let bd = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("b"), 0o755, 0).await, "mkdir b");
+    kit_try!(fs.mkdir(&CTX, a.ino, nm("c"), 0o755, 0).await, "mkdir a/c");
+    kit_try!(
+        fs.rename(&CTX, a.ino, nm("c"), bd.ino, nm("c"), RenameFlags::NONE)
+            .await,
+        "rename a/c -> b/c"
+    );
+    let na = kit_try!(attr_of(fs, a.ino).await, "getattr a").nlink;
+    let nb = kit_try!(attr_of(fs, bd.ino).await, "getattr b").nlink;
+    kit_eq!(
+        (na, nb),
+        (2, 3),
+        "[rename.dir_nlink] after moving directory a/c to b/c: (nlink of a, nlink of b)"
+    );
+    if !b.caps().has(Cap::HardLinks) {
+        println!("skipped: the hard-link half of `rename_link_counts` (no hard links)");
+        return Ok(());
+    }
+    kit_try!(mkfile(fs, Ino::ROOT, "f", b"new").await, "create f");
+    let g = kit_try!(mkfile(fs, Ino::ROOT, "g", b"old").await, "create g");
+    kit_try!(fs.link(&CTX, g, Ino::ROOT, nm("h")).await, "link g -> h");
+    kit_try!(
+        fs.rename(&CTX, Ino::ROOT, nm("f"), Ino::ROOT, nm("g"), RenameFlags::NONE)
+            .await,
+        "rename f over g"
+    );
+    let h = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("h")).await, "lookup h after f replaced g");
+    kit_eq!(
+        (h.ino, h.nlink),
+        (g, 1),
+        "[rename.victim_nlink] h, the other link of the replaced g: (inode, nlink)"
+    );
+    kit_bytes_eq!(
+        kit_try!(read_all(fs, g).await, "read h"),
+        b"old",
+        "[rename.victim_nlink] h keeps g's data"
     );
     Ok(())
 }
@@ -657,7 +703,7 @@ pub async fn unlink_while_open<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_try!(fs.release(&CTX, ino, fh).await, "release");
     kit_ensure!(
         fs.getattr(&CTX, ino, None).await.is_err(),
-        "the inode is gone after the last release"
+        "rule: [unlink.open] an unlinked inode is gone after its last release\n  seen: getattr of {ino:?} still succeeds"
     );
     Ok(())
 }
@@ -829,8 +875,15 @@ pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitR
         // different kind of entry each round, whatever the backend's order.
         let page = kit_try!(fs.readdir(&CTX, Ino::ROOT, cookie, 4).await, "readdir page {round}");
         let Some(last) = page.last() else { break };
-        kit_ensure!(page.len() <= 4, "readdir returned {} entries for max 4", page.len());
-        kit_ensure!(page.iter().all(|e| e.cookie != 0), "a cookie of 0 in {page:?}");
+        kit_ensure!(
+            page.len() <= 4,
+            "rule: readdir returns at most `max` entries\n  expected: at most 4\n  seen:     {} entries",
+            page.len()
+        );
+        kit_ensure!(
+            page.iter().all(|e| e.cookie != 0),
+            "rule: no entry has cookie 0 (0 means the start)\n  seen: {page:?}"
+        );
         cookie = last.cookie;
         let names: Vec<String> = page
             .into_iter()
@@ -848,7 +901,10 @@ pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitR
             );
         }
         round += 1;
-        kit_ensure!(round < 1000, "readdir never reached the end");
+        kit_ensure!(
+            round < 1000,
+            "rule: a listing by pages of 4 ends\n  seen: no end after 1000 pages"
+        );
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for s in &seen {
@@ -869,7 +925,8 @@ pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitR
     }
     kit_ensure!(
         counts.contains_key(".") && counts.contains_key(".."),
-        ". and .. are listed"
+        "rule: a listing from cookie 0 lists . and ..\n  seen: names {:?}",
+        counts.keys().collect::<Vec<_>>()
     );
     Ok(())
 }
@@ -903,7 +960,8 @@ pub async fn symlink_and_readlink<F: VirtualFs>(b: Backend<F>) -> KitResult {
     Ok(())
 }
 
-/// mknod makes fifos, sockets and device nodes; directories are refused.
+/// mknod makes fifos, sockets, device nodes and regular files (which then hold data like
+/// any other).
 pub async fn mknod_kinds<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let fs = &*b.fs;
     for (name, mode, kind) in [
@@ -923,6 +981,200 @@ pub async fn mknod_kinds<F: VirtualFs>(b: Backend<F>) -> KitResult {
         if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
             kit_eq!(l.rdev, 0x0103, "{name} keeps its device number");
         }
+    }
+    let reg = kit_try!(fs.lookup(&CTX, Ino::ROOT, nm("reg")).await, "lookup reg");
+    let fh = kit_try!(fs.open(&CTX, reg.ino, OpenFlags::RDWR).await, "open reg O_RDWR");
+    kit_try!(fs.write(&CTX, reg.ino, fh, 0, b"data").await, "write to reg");
+    kit_try!(fs.release(&CTX, reg.ino, fh).await, "release reg");
+    let data = kit_try!(read_all(fs, reg.ino).await, "read reg");
+    kit_bytes_eq!(
+        data,
+        b"data",
+        "[mknod.regular] a regular file made by mknod holds data like one made by create"
+    );
+    Ok(())
+}
+
+/// Whether a backend answered "this operation or mode is not supported" (`EOPNOTSUPP`, or
+/// `ENOSYS`, the trait's default): the kit then skips what needed it.
+fn not_supported<T>(r: &VfsResult<T>) -> bool {
+    matches!(r, Err(e) if matches!(e.errno(), Errno::EOPNOTSUPP | Errno::ENOSYS))
+}
+
+/// fallocate: mode 0 extends the size to `offset + length` and never shrinks it,
+/// `FALLOC_FL_KEEP_SIZE` keeps the size, `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`
+/// zeroes exactly the punched range (across 64 KiB boundaries and past the end) and keeps
+/// the size, a zero length is `EINVAL`, a read-only handle `EBADF`. A mode the backend
+/// answers `EOPNOTSUPP` (or `ENOSYS`) for is skipped, with a printed `skipped:` line.
+pub async fn fallocate_modes<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    const K: u64 = 64 * 1024;
+    let mut want: Vec<u8> = (0..3 * K + 100).map(|i| (i % 251) as u8 + 1).collect();
+    let ino = kit_try!(
+        mkfile(fs, Ino::ROOT, "f", &want).await,
+        "create f with {} bytes",
+        want.len()
+    );
+    let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open f O_RDWR");
+    let size0 = want.len() as u64;
+    let r = fs.fallocate(&CTX, ino, fh, 0, 10, 0).await;
+    if not_supported(&r) {
+        println!(
+            "skipped: kit check `fallocate_modes`: the backend answers {:?} for fallocate",
+            r.err().map(|e| e.errno())
+        );
+        kit_try!(fs.release(&CTX, ino, fh).await, "release");
+        return Ok(());
+    }
+    kit_try!(r, "fallocate(0, 10, mode 0) inside the file");
+    let size = kit_try!(attr_of(fs, ino).await, "getattr").size;
+    kit_eq!(
+        size,
+        size0,
+        "[fallocate.extend] mode 0 inside the file never changes its size"
+    );
+    kit_expect_err!(
+        fs.fallocate(&CTX, ino, fh, 0, 0, 0).await,
+        Errno::EINVAL,
+        "[fallocate.zero_len] fallocate of length 0"
+    );
+    kit_try!(
+        fs.fallocate(&CTX, ino, fh, size0 - 50, 1000, 0).await,
+        "fallocate(size - 50, 1000, mode 0)"
+    );
+    want.resize(size0 as usize + 950, 0);
+    let size = kit_try!(attr_of(fs, ino).await, "getattr").size;
+    kit_eq!(
+        size,
+        size0 + 950,
+        "[fallocate.extend] mode 0 past the end sets the size to offset + length"
+    );
+    let size1 = size;
+    let r = fs
+        .fallocate(&CTX, ino, fh, size1 + 10, 5000, libc::FALLOC_FL_KEEP_SIZE)
+        .await;
+    if not_supported(&r) {
+        println!(
+            "skipped: FALLOC_FL_KEEP_SIZE (the backend answers {:?})",
+            r.err().map(|e| e.errno())
+        );
+    } else {
+        kit_try!(r, "fallocate past the end with FALLOC_FL_KEEP_SIZE");
+        let size = kit_try!(attr_of(fs, ino).await, "getattr").size;
+        kit_eq!(size, size1, "[fallocate.keep_size] FALLOC_FL_KEEP_SIZE keeps the size");
+    }
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // One hole across two 64 KiB boundaries (a whole chunk of MemFs and parts of two),
+    // one that runs past the end of the file.
+    for (off, len) in [(10, 2 * K), (size1 - 5, 100)] {
+        let r = fs.fallocate(&CTX, ino, fh, off, len, punch).await;
+        if not_supported(&r) {
+            println!(
+                "skipped: FALLOC_FL_PUNCH_HOLE (the backend answers {:?})",
+                r.err().map(|e| e.errno())
+            );
+            break;
+        }
+        kit_try!(r, "punch a hole at {off}, {len} bytes");
+        let end = (off + len).min(size1) as usize;
+        want[off as usize..end].fill(0);
+        let size = kit_try!(attr_of(fs, ino).await, "getattr").size;
+        kit_eq!(
+            size,
+            size1,
+            "[fallocate.punch] punching a hole at {off}, {len} bytes keeps the size"
+        );
+        let data = kit_try!(read_all(fs, ino).await, "read f");
+        kit_bytes_eq!(
+            data,
+            want,
+            "[fallocate.punch] a hole punched at {off}, {len} bytes reads as zeros, the rest unchanged"
+        );
+    }
+    kit_try!(fs.release(&CTX, ino, fh).await, "release");
+    let ro = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open f O_RDONLY");
+    kit_expect_err!(
+        fs.fallocate(&CTX, ino, ro, 0, size1 + 10, 0).await,
+        Errno::EBADF,
+        "[fallocate.badf] fallocate through an O_RDONLY handle"
+    );
+    kit_try!(fs.release(&CTX, ino, ro).await, "release");
+    Ok(())
+}
+
+/// New nodes get `mode & !umask`; in a setgid directory they take the directory's group,
+/// and a new subdirectory keeps the setgid bit (Linux `inode_init_owner`).
+pub async fn new_node_mode_and_setgid<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let show = |a: &Attr| format!("gid {} mode {:o}", a.gid, a.perm);
+    let (f, fh) = kit_try!(
+        fs.create(&CTX, Ino::ROOT, nm("f"), 0o666, 0o022, OpenFlags::RDWR).await,
+        "create f, mode 666, umask 022"
+    );
+    kit_try!(fs.release(&CTX, f.ino, fh).await, "release f");
+    kit_eq!(
+        format!("{:o}", f.perm),
+        "644",
+        "[create.mode] create applies the umask: mode of f (666 & !022)"
+    );
+    let d = kit_try!(
+        fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o777, 0o022).await,
+        "mkdir d, mode 777, umask 022"
+    );
+    kit_eq!(
+        format!("{:o}", d.perm),
+        "755",
+        "[create.mode] mkdir applies the umask: mode of d (777 & !022)"
+    );
+    let chgrp = SetAttr {
+        gid: Some(7),
+        ..SetAttr::default()
+    };
+    kit_try!(fs.setattr(&CTX, d.ino, chgrp).await, "chown d to group 7");
+    kit_try!(fs.setattr(&CTX, d.ino, SetAttr::mode(0o2775)).await, "chmod d 2775");
+    let (g, fh) = kit_try!(
+        fs.create(&CTX, d.ino, nm("g"), 0o644, 0, OpenFlags::RDWR).await,
+        "create d/g, mode 644"
+    );
+    kit_try!(fs.release(&CTX, g.ino, fh).await, "release d/g");
+    kit_eq!(
+        show(&g),
+        "gid 7 mode 644",
+        "[create.setgid_dir] a file made in a setgid directory takes its group, without the setgid bit (d/g)"
+    );
+    let s = kit_try!(fs.mkdir(&CTX, d.ino, nm("s"), 0o755, 0).await, "mkdir d/s, mode 755");
+    kit_eq!(
+        show(&s),
+        "gid 7 mode 2755",
+        "[create.setgid_dir] a directory made in a setgid directory takes its group and the setgid bit (d/s)"
+    );
+    Ok(())
+}
+
+/// chown of a regular file clears setuid, and setgid only when group-exec is set (setgid
+/// without group-exec marks mandatory locking and stays), as Linux does even for root.
+/// A backend that refuses to make setuid files (`EPERM`) skips this check.
+pub async fn chown_clears_setuid<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    for (name, mode, want) in [("f", 0o6745, "2745"), ("g", 0o6755, "755")] {
+        let ino = kit_try!(mkfile(fs, Ino::ROOT, name, b"").await, "create {name}");
+        match fs.setattr(&CTX, ino, SetAttr::mode(mode)).await {
+            Err(e) if e.errno() == Errno::EPERM => {
+                println!("skipped: kit check `chown_clears_setuid`: chmod {mode:o} answered EPERM");
+                return Ok(());
+            }
+            r => drop(kit_try!(r, "chmod {name} {mode:o}")),
+        }
+        let chown = SetAttr {
+            uid: Some(1),
+            ..SetAttr::default()
+        };
+        let a = kit_try!(fs.setattr(&CTX, ino, chown).await, "chown {name} to uid 1");
+        kit_eq!(
+            format!("{:o}", a.perm),
+            want,
+            "[setattr.chown_clears_suid] mode of {name} (was {mode:o}) after chown"
+        );
     }
     Ok(())
 }
@@ -958,7 +1210,10 @@ pub async fn xattrs<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let v = kit_try!(fs.getxattr(&CTX, ino, k).await, "getxattr");
     kit_bytes_eq!(v, b"two", "getxattr gives the replaced value");
     let names = kit_try!(fs.listxattr(&CTX, ino).await, "listxattr");
-    kit_ensure!(names.iter().any(|n| n == k), "listxattr {names:?} lacks user.kit");
+    kit_ensure!(
+        names.iter().any(|n| n == k),
+        "rule: listxattr lists a name just set\n  expected: user.kit among the names\n  seen:     {names:?}"
+    );
     kit_try!(fs.removexattr(&CTX, ino, k).await, "removexattr");
     kit_expect_err!(
         fs.removexattr(&CTX, ino, k).await,
@@ -1088,8 +1343,11 @@ pub async fn statfs_sane<F: VirtualFs>(b: Backend<F>) -> KitResult {
     };
     kit_ensure!(
         s.bfree <= s.blocks && s.bavail <= s.blocks && s.ffree <= s.files,
-        "inconsistent statfs {s:?}"
+        "rule: statfs figures are consistent (bfree and bavail <= blocks, ffree <= files)\n  seen: {s:?}"
     );
-    kit_ensure!(s.bsize > 0 && s.namelen >= 255, "statfs {s:?}");
+    kit_ensure!(
+        s.bsize > 0 && s.namelen >= 255,
+        "rule: statfs has a block size and a name length of at least 255\n  seen: {s:?}"
+    );
     Ok(())
 }
