@@ -47,15 +47,15 @@ impl Drop for DecOnDrop<'_> {
 }
 
 /// One party of a race: a future run on its own thread.
-type Party<'a> = Pin<Box<dyn Future<Output = KitResult> + Send + 'a>>;
+pub(crate) type Party<'a> = Pin<Box<dyn Future<Output = KitResult> + Send + 'a>>;
 
-fn party<'a>(f: impl Future<Output = KitResult> + Send + 'a) -> Party<'a> {
+pub(crate) fn party<'a>(f: impl Future<Output = KitResult> + Send + 'a) -> Party<'a> {
     Box::pin(f)
 }
 
 /// Runs one future per party, each on its own OS thread and runtime; all start together.
 /// Returns the first failure.
-fn parties(futs: Vec<Party<'_>>) -> KitResult {
+pub(crate) fn parties(futs: Vec<Party<'_>>) -> KitResult {
     let barrier = std::sync::Barrier::new(futs.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = futs
