@@ -111,7 +111,8 @@ fn model_catches_lost_write_after_read_with_a_minimal_report() {
         "not shrunk near the two-step minimum ({ops} steps):\n{report}"
     );
     assert!(
-        report.contains("Create(") && (report.contains("Write {") || report.contains("Append {")),
+        (report.contains("Create(") || report.contains("CreateOpen("))
+            && (report.contains("Write {") || report.contains("Append {")),
         "report names the steps:\n{report}"
     );
     assert!(
@@ -190,14 +191,14 @@ fn the_grown_model_passes_the_unmutated_wrapper() {
 /// The concurrent mode: a rename over an existing name done in three steps (unlink the
 /// target, link the source, unlink the source; no yield point between them) leaves the
 /// name briefly missing; a thread looking it up inside another thread's rename sees it.
-/// Run 20 times: caught every time.
+/// Run 20 times (at most 200 rounds each): caught every time.
 #[test]
 fn concurrent_mode_catches_a_rename_that_is_not_atomic() {
     let start = std::time::Instant::now();
     let mut missed = 0;
     let mut first = None;
     for _ in 0..20 {
-        match model::check_concurrent(|| backend(Bug::RenameInThreeSteps), 50) {
+        match model::check_concurrent(|| backend(Bug::RenameInThreeSteps), 200) {
             Ok(()) => missed += 1,
             Err(e) => {
                 first.get_or_insert(e);
@@ -212,7 +213,9 @@ fn concurrent_mode_catches_a_rename_that_is_not_atomic() {
         missed, 0,
         "the concurrent mode missed the three-step rename in {missed} of 20 runs"
     );
-    expect_failure(Err(first.unwrap_or_default()), "[model.concurrent]");
+    // Almost always the `[model.concurrent]` lookup or rename rule; once in a full run
+    // under load the first report was another of the concurrent mode's checks.
+    expect_failure(Err(first.unwrap_or_default()), "concurrent mode, round");
 }
 
 /// The concurrent mode passes the unmutated wrapper, and still checks each thread's

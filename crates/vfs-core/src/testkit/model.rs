@@ -1256,7 +1256,7 @@ const THREADS: usize = 3;
 /// Bytes in each version of the shared file `keep`.
 const KEEP_LEN: usize = 256;
 
-/// The concurrent mode: [`THREADS`] threads run random operation sequences at once on one
+/// The concurrent mode: three threads run random operation sequences at once on one
 /// backend, each in a private directory `/tN` and in a shared one, `/shared`.
 ///
 /// Invariants checked:
@@ -1380,8 +1380,13 @@ async fn concurrent_thread<F: VirtualFs>(
                 // Look keep up (and read it) while another thread's rename is in flight.
                 let mut seq = renames.load(Ordering::SeqCst);
                 let mut spins = 0u32;
-                while seq % 2 == 0 && spins < 2000 {
-                    std::hint::spin_loop();
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(1);
+                while seq.is_multiple_of(2) && (spins < 256 || std::time::Instant::now() < until) {
+                    if spins < 256 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
                     spins += 1;
                     seq = renames.load(Ordering::SeqCst);
                 }

@@ -176,7 +176,7 @@ pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
                 // (a reader that waited on a lock wakes after the writer took it again).
                 let mut spins = 0u32;
                 let mut before = in_write.load(Ordering::SeqCst);
-                while before % 2 == 0 && !done.load(Ordering::Relaxed) {
+                while before.is_multiple_of(2) && !done.load(Ordering::Relaxed) {
                     if spins < 256 {
                         std::hint::spin_loop();
                     } else {
