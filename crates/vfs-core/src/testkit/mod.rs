@@ -13,7 +13,9 @@
 //! - [`model`]: a small reference model of a tree and a proptest generator of operation
 //!   sequences. Each sequence runs against your backend and the model side by side; return
 //!   codes and the whole observable tree are compared after every step, and proptest
-//!   shrinks a failure to the shortest sequence that still fails.
+//!   shrinks a failure to the shortest sequence that still fails. Time stamps are compared
+//!   with the model's rules too, and a concurrent mode ([`model::check_concurrent`]) runs
+//!   three threads of random operations on private and shared names at once.
 //! - [`races`]: concurrent scenarios (write vs getattr, rename vs lookup, create vs
 //!   readdir, write vs truncate, unlink vs read through an open handle), run on real
 //!   threads for many iterations; under `cfg(loom)`, `races::loom_models` explores every
@@ -448,6 +450,16 @@ pub fn run_kit_model<F: VirtualFs>(factory: impl Fn() -> Backend<F>) {
     }
 }
 
+/// Runs the model's concurrent mode ([`model::check_concurrent`]) for
+/// `VFS_TESTKIT_CASES / 16` rounds (default 4), unless the backend lacks writes.
+#[track_caller]
+pub fn run_kit_concurrent<F: VirtualFs>(factory: impl Fn() -> Backend<F>) {
+    let rounds = (model::cases_from_env() / 16).max(1);
+    if let Err(report) = model::check_concurrent(factory, rounds) {
+        panic!("kit check `model_concurrent_operations` failed\n{report}");
+    }
+}
+
 /// Writes one `#[test]` per scenario, race and the model test, for a backend constructor.
 ///
 /// `vfs_conformance!(module_name, || Backend::new(MyFs::new()))` creates
@@ -498,6 +510,10 @@ macro_rules! vfs_conformance {
             #[test]
             fn model_random_operation_sequences() {
                 $crate::testkit::run_kit_model($factory);
+            }
+            #[test]
+            fn model_concurrent_operations() {
+                $crate::testkit::run_kit_concurrent($factory);
             }
             #[test]
             fn absent_capabilities_answer_errno() {

@@ -37,16 +37,25 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-/// One party of a race: a future run on its own thread.
-type Party<'a> = Pin<Box<dyn Future<Output = KitResult> + Send + 'a>>;
+/// Decrements the counter when dropped: a party that others wait on has ended.
+struct DecOnDrop<'a>(&'a AtomicU64);
 
-fn party<'a>(f: impl Future<Output = KitResult> + Send + 'a) -> Party<'a> {
+impl Drop for DecOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// One party of a race: a future run on its own thread.
+pub(crate) type Party<'a> = Pin<Box<dyn Future<Output = KitResult> + Send + 'a>>;
+
+pub(crate) fn party<'a>(f: impl Future<Output = KitResult> + Send + 'a) -> Party<'a> {
     Box::pin(f)
 }
 
 /// Runs one future per party, each on its own OS thread and runtime; all start together.
 /// Returns the first failure.
-fn parties(futs: Vec<Party<'_>>) -> KitResult {
+pub(crate) fn parties(futs: Vec<Party<'_>>) -> KitResult {
     let barrier = std::sync::Barrier::new(futs.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = futs
@@ -84,6 +93,21 @@ fn pattern(k: u64) -> u8 {
 /// byte: zeros would mean the size ran ahead of the data, the "wrong clamp length and
 /// wrong bytes" PostgreSQL saw. (A read may see a page-granular prefix of a concurrent
 /// write, as Linux allows; `MemFs` is stricter and its unit tests check that.)
+///
+/// How it catches a write that publishes the size and the data in two critical sections
+/// even with no yield point between them (a window of a few hundred nanoseconds):
+///
+/// - the writer brackets every write with a sequence counter (odd while a write is in
+///   flight), and readers observe *only while a write is in flight*: between writes they
+///   touch nothing, so they never queue behind the writer's locks (a reader that parked
+///   on a lock wakes after the writer has taken it again: on `MemFs` two readers made
+///   130,000 reads inside writes without ever landing in the window);
+/// - before each observation a reader waits a random, log-uniform number of spins, so
+///   reads land anywhere in the write, not in step with the writer's lock releases;
+/// - the writer keeps going, past its `VFS_TESTKIT_RACE_ITERS` rounds, until
+///   `VFS_TESTKIT_RACE_ITERS / 4` distinct writes had a whole read inside them (or 1 s
+///   passed): on a loaded host the threads may share a core for most of a run, and only
+///   reads made inside a write can land in its window.
 pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let n = iterations();
     let ino = kit_try!(mkfile(&*b.fs, Ino::ROOT, "f", b"").await, "create f");
@@ -91,66 +115,122 @@ pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let largest = 512u64;
     // Small writes from buffers made up front: the writer's rounds are then mostly the
     // backend's own work, so a preemption or a parallel reader lands between a backend's
-    // critical sections as often as possible.
+    // critical sections as often as possible. Every write extends the file (it follows a
+    // truncation to 0), so every write opens the window a two-section write has.
     let buffers: Vec<Vec<u8>> = (0..64u64)
         .map(|k| vec![pattern(k); 1 + (k as usize * 37) % 512])
         .collect();
     let fs = &*b.fs;
     let done = AtomicBool::new(false);
-    // The writer keeps going until the readers together made `8 n` observations (or
-    // `RACE_DEADLINE` passed): on a loaded machine the threads may not run side by side
-    // for the first rounds, and a window of a few instructions between two critical
-    // sections is only seen while they do.
+    // Odd while the writer is inside `write`.
+    let in_write = AtomicU64::new(0);
+    // Reader observations that overlapped a write, and all of them.
+    let overlaps = AtomicU64::new(0);
     let reads = AtomicU64::new(0);
+    let readers_left = AtomicU64::new(2);
+    // Writes with a whole read inside them, counted once each. The no-yield two-section
+    // mutant is caught within 16 of them in every run measured (doc/BACKENDS.md); a
+    // correct MemFs makes ~150-800 a second on a loaded 2-core machine.
+    let need = n / 4;
     let deadline = Instant::now() + RACE_DEADLINE;
     let writer = async {
         let _done = SetOnDrop(&done);
         let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open for writing");
         let mut k = 0u64;
-        while k < n || (reads.load(Ordering::Relaxed) < 8 * n && Instant::now() < deadline) {
+        // A reader that ended early failed: its verdict is the race's.
+        while readers_left.load(Ordering::Relaxed) == 2
+            && (k < n || (overlaps.load(Ordering::Relaxed) < need && Instant::now() < deadline))
+        {
             kit_try!(fs.setattr(&CTX, ino, SetAttr::size(0)).await, "truncate to 0");
-            kit_try!(
-                fs.write(&CTX, ino, fh, 0, &buffers[(k % 64) as usize]).await,
-                "write round {k}"
-            );
+            in_write.fetch_add(1, Ordering::SeqCst);
+            let w = fs.write(&CTX, ino, fh, 0, &buffers[(k % 64) as usize]).await;
+            in_write.fetch_add(1, Ordering::SeqCst);
+            kit_try!(w, "write round {k}");
             k += 1;
         }
         kit_try!(fs.release(&CTX, ino, fh).await, "release");
+        let seen = overlaps.load(Ordering::Relaxed);
+        if seen < need && readers_left.load(Ordering::Relaxed) == 2 {
+            println!(
+                "race write_vs_getattr: {seen} of {need} reads overlapped a write before the {RACE_DEADLINE:?} deadline ({k} writes, {} reads; a busy machine): a two-section write may go unseen",
+                reads.load(Ordering::Relaxed)
+            );
+        }
         Ok(())
     };
-    let reader = || async {
-        let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open for reading");
-        let mut k = 0u64;
-        while !done.load(Ordering::Acquire) {
-            if k.is_multiple_of(4) {
-                let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr");
+    let reader = |seed: u64| {
+        let (done, in_write, overlaps, reads, readers_left) = (&done, &in_write, &overlaps, &reads, &readers_left);
+        async move {
+            let _left = DecOnDrop(readers_left);
+            let mut rng = seed | 1;
+            let mut counted = 0;
+            let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDONLY).await, "open for reading");
+            let mut k = 0u64;
+            while !done.load(Ordering::Acquire) {
+                // Observe only while a write is in flight: between writes the readers touch
+                // nothing, so they never queue on (and park behind) the writer's locks, and
+                // a reader spinning on a lock the writer holds gets it the moment the writer
+                // lets go: in the window between two critical sections, if there is one.
+                // Then wait a random while (log-uniform, up to ~1000 spins) so that reads
+                // land anywhere in the write, not in step with the writer's lock releases
+                // (a reader that waited on a lock wakes after the writer took it again).
+                let mut spins = 0u32;
+                let mut before = in_write.load(Ordering::SeqCst);
+                while before.is_multiple_of(2) && !done.load(Ordering::Relaxed) {
+                    if spins < 256 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                    spins += 1;
+                    before = in_write.load(Ordering::SeqCst);
+                }
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                for _ in 0..(rng >> 20) % (1 << (rng % 11)) {
+                    std::hint::spin_loop();
+                }
+                if k.is_multiple_of(4) {
+                    let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr");
+                    kit_ensure!(
+                        a.size <= largest,
+                        "rule: [race.size_bound] getattr never sees a size no write made\n  expected: at most {largest}\n  seen:     {}",
+                        a.size
+                    );
+                }
+                let data = kit_try!(fs.read(&CTX, ino, fh, 0, 16384).await, "read");
+                let after = in_write.load(Ordering::SeqCst);
                 kit_ensure!(
-                    a.size <= largest,
-                    "rule: [race.size_bound] getattr never sees a size no write made\n  expected: at most {largest}\n  seen:     {}",
-                    a.size
+                    data.len() as u64 <= largest,
+                    "rule: [race.size_bound] a read never returns more than any write\n  expected: at most {largest} bytes\n  seen:     {}",
+                    data.len()
                 );
+                if let Some(at) = data.iter().position(|&x| x == 0) {
+                    return Err(Failure(format!(
+                        "rule: [race.size_with_data] a reader never sees a size without its data (the writer writes no zero byte)\n  seen: a read of {} bytes with zeros in it, the first at offset {at} (observation {k} of this reader; {} observations so far overlapped a write): the size ran ahead of the data\n  at: {}:{}",
+                        data.len(),
+                        overlaps.load(Ordering::Relaxed),
+                        file!(),
+                        line!()
+                    )));
+                }
+                if before % 2 == 1 && before == after && before != counted {
+                    counted = before;
+                    overlaps.fetch_add(1, Ordering::Relaxed);
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+                k += 1;
             }
-            let data = kit_try!(fs.read(&CTX, ino, fh, 0, 16384).await, "read");
-            kit_ensure!(
-                data.len() as u64 <= largest,
-                "rule: [race.size_bound] a read never returns more than any write\n  expected: at most {largest} bytes\n  seen:     {}",
-                data.len()
-            );
-            if let Some(at) = data.iter().position(|&x| x == 0) {
-                return Err(Failure(format!(
-                    "rule: [race.size_with_data] a reader never sees a size without its data (the writer writes no zero byte)\n  seen: a read of {} bytes with zeros in it, the first at offset {at} (observation {k} of this reader): the size ran ahead of the data\n  at: {}:{}",
-                    data.len(),
-                    file!(),
-                    line!()
-                )));
-            }
-            k += 1;
-            reads.fetch_add(1, Ordering::Relaxed);
+            kit_try!(fs.release(&CTX, ino, fh).await, "release");
+            Ok(())
         }
-        kit_try!(fs.release(&CTX, ino, fh).await, "release");
-        Ok(())
     };
-    parties(vec![party(writer), party(reader()), party(reader())])
+    parties(vec![
+        party(writer),
+        party(reader(0x9E37_79B9_7F4A_7C15)),
+        party(reader(0xD1B5_4A32_D192_ED03)),
+    ])
 }
 
 /// A name replaced by rename stays visible to lookups throughout (POSIX rename atomicity:

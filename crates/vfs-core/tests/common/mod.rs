@@ -7,10 +7,14 @@ use std::collections::{HashMap, HashSet};
 use vfs_core::memfs::MemFs;
 use vfs_core::testkit::Backend;
 use vfs_core::wrap::{Hooks, Wrapped};
-use vfs_core::{Attr, DirEntry, Fh, Ino, Name, RenameFlags, RequestCtx, SetAttr, Timestamp, VfsResult, VirtualFs};
+use vfs_core::{
+    Attr, DirEntry, Fh, Ino, Name, OpenFlags, RenameFlags, RequestCtx, SetAttr, Timestamp, VfsResult, VirtualFs,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Bug {
+    /// No bug: the wrapper is `MemFs` as it is.
+    None,
     /// Publishes a write's new size in one critical section and copies its data in
     /// another: the shape of seed 000 bug 1 (doc/LESSONS.md#seed-000-bug-1; fields touched under different locks).
     SizeBeforeData,
@@ -29,6 +33,18 @@ pub enum Bug {
     /// A directory moved to another parent leaves both parents' link counts as they were
     /// (the old parent keeps the `..` link, the new one never gets it).
     StaleDirNlinkOnMove,
+    /// A write changes the data and ctime but leaves mtime as it was.
+    NoMtimeOnWrite,
+    /// An `O_APPEND` handle writes at the offset it is given, not at the end.
+    AppendAtHandleOffset,
+    /// `O_EXCL` is ignored: create opens an existing name instead of `EEXIST`.
+    ExclOpensExisting,
+    /// `open(O_TRUNC)` leaves the file as it was.
+    OpenTruncIgnored,
+    /// Rename over an existing name unlinks the target, then links the source under the
+    /// name and unlinks the old name: three steps, so the name is briefly missing (no
+    /// yield point in between).
+    RenameInThreeSteps,
 }
 
 /// The planted bug and the state it needs; every operation it does not change goes
@@ -41,6 +57,8 @@ pub struct Mutant {
     read: Mutex<HashSet<Ino>>,
     /// StaleDirNlinkOnMove: what to add to each directory's real link count.
     nlink_skew: Mutex<HashMap<Ino, i64>>,
+    /// NoMtimeOnWrite: the mtime each written inode had before its first write.
+    frozen_mtime: Mutex<HashMap<Ino, Timestamp>>,
 }
 
 pub fn backend(bug: Bug) -> Backend<Wrapped<MemFs, Mutant>> {
@@ -51,6 +69,7 @@ pub fn backend(bug: Bug) -> Backend<Wrapped<MemFs, Mutant>> {
             frozen_ctime: Mutex::default(),
             read: Mutex::default(),
             nlink_skew: Mutex::default(),
+            frozen_mtime: Mutex::default(),
         },
     ))
 }
@@ -59,6 +78,9 @@ impl Mutant {
     fn patch(&self, mut a: Attr) -> Attr {
         if let Some(t) = self.frozen_ctime.lock().get(&a.ino) {
             a.ctime = *t;
+        }
+        if let Some(t) = self.frozen_mtime.lock().get(&a.ino) {
+            a.mtime = *t;
         }
         if let Some(d) = self.nlink_skew.lock().get(&a.ino) {
             a.nlink = (i64::from(a.nlink) + d).max(0) as u32;
@@ -76,7 +98,33 @@ impl Hooks<MemFs> for Mutant {
     }
     async fn setattr(&self, inner: &MemFs, ctx: &RequestCtx, ino: Ino, set: SetAttr) -> VfsResult<Attr> {
         self.frozen_ctime.lock().remove(&ino);
-        inner.setattr(ctx, ino, set).await
+        if set.size.is_some() || set.mtime.is_some() {
+            self.frozen_mtime.lock().remove(&ino);
+        }
+        inner.setattr(ctx, ino, set).await.map(|a| self.patch(a))
+    }
+    async fn open(&self, inner: &MemFs, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> VfsResult<Fh> {
+        match self.bug {
+            Bug::AppendAtHandleOffset => inner.open(ctx, ino, OpenFlags(flags.0 & !libc::O_APPEND)).await,
+            Bug::OpenTruncIgnored => inner.open(ctx, ino, OpenFlags(flags.0 & !libc::O_TRUNC)).await,
+            _ => inner.open(ctx, ino, flags).await,
+        }
+    }
+    async fn create(
+        &self,
+        inner: &MemFs,
+        ctx: &RequestCtx,
+        parent: Ino,
+        name: Name<'_>,
+        mode: u32,
+        umask: u32,
+        flags: OpenFlags,
+    ) -> VfsResult<(Attr, Fh)> {
+        let flags = match self.bug {
+            Bug::ExclOpensExisting => OpenFlags(flags.0 & !libc::O_EXCL),
+            _ => flags,
+        };
+        inner.create(ctx, parent, name, mode, umask, flags).await
     }
     async fn rename(
         &self,
@@ -114,6 +162,19 @@ impl Hooks<MemFs> for Mutant {
                     *skew.entry(np).or_default() -= 1;
                 }
                 Ok(())
+            }
+            Bug::RenameInThreeSteps if flags == RenameFlags::NONE => {
+                let moved = inner.lookup(ctx, p, n).await?;
+                if moved.kind == vfs_core::FileType::Directory {
+                    return inner.rename(ctx, p, n, np, nn, flags).await;
+                }
+                match inner.lookup(ctx, np, nn).await {
+                    Ok(t) if t.ino == moved.ino => return Ok(()),
+                    Ok(_) => inner.unlink(ctx, np, nn).await?,
+                    Err(_) => {}
+                }
+                inner.link(ctx, moved.ino, np, nn).await?;
+                inner.unlink(ctx, p, n).await
             }
             _ => inner.rename(ctx, p, n, np, nn, flags).await,
         }
@@ -162,6 +223,12 @@ impl Hooks<MemFs> for Mutant {
                 inner.write(ctx, ino, fh, offset, data).await
             }
             Bug::LosesWriteAfterRead if self.read.lock().contains(&ino) => Ok(data.len() as u32),
+            Bug::NoMtimeOnWrite if !data.is_empty() => {
+                let before = self.patch(inner.getattr(ctx, ino, None).await?).mtime;
+                let n = inner.write(ctx, ino, fh, offset, data).await?;
+                self.frozen_mtime.lock().insert(ino, before);
+                Ok(n)
+            }
             _ => inner.write(ctx, ino, fh, offset, data).await,
         }
     }
