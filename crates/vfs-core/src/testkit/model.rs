@@ -1378,24 +1378,10 @@ async fn concurrent_thread<F: VirtualFs>(
             }
             2 | 3 => {
                 // Look keep up (and read it) while another thread's rename is in flight.
-                let mut seq = renames.load(Ordering::SeqCst);
-                let mut spins = 0u32;
                 let until = std::time::Instant::now() + std::time::Duration::from_millis(1);
-                while seq.is_multiple_of(2) && (spins < 256 || std::time::Instant::now() < until) {
-                    if spins < 256 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                    spins += 1;
-                    seq = renames.load(Ordering::SeqCst);
-                }
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                for _ in 0..(rng >> 20) % (1 << (rng % 11)) {
-                    std::hint::spin_loop();
-                }
+                let seq = super::races::land_inside(renames, &mut rng, |spins| {
+                    spins >= 256 && std::time::Instant::now() >= until
+                });
                 fs.lookup(&CTX, shared, nm("keep")).await.map_err(|err| {
                     format!(
                         "{trace}rule: [model.concurrent] /shared/keep is only ever replaced by rename, so every lookup finds it\n  expected: success\n  seen:     {:?} (a rename over it was {}in flight)",

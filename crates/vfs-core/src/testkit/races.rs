@@ -53,6 +53,33 @@ pub(crate) fn party<'a>(f: impl Future<Output = KitResult> + Send + 'a) -> Party
     Box::pin(f)
 }
 
+/// Waits (spinning, then yielding the thread: parties run on their own OS threads) until
+/// `in_flight` is odd — another party is inside the operation it brackets with two
+/// increments — or `give_up(spins)` says to stop, then spins a random, log-uniform while
+/// (up to ~1000 spins, from the xorshift state `rng`) so that what follows lands anywhere
+/// inside that operation, not in step with its lock releases. Returns the counter's last
+/// value (odd: the operation was in flight when the wait ended).
+pub(crate) fn land_inside(in_flight: &AtomicU64, rng: &mut u64, give_up: impl Fn(u32) -> bool) -> u64 {
+    let mut spins = 0u32;
+    let mut seen = in_flight.load(Ordering::SeqCst);
+    while seen.is_multiple_of(2) && !give_up(spins) {
+        if spins < 256 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        spins = spins.saturating_add(1);
+        seen = in_flight.load(Ordering::SeqCst);
+    }
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    for _ in 0..(*rng >> 20) % (1 << (*rng % 11)) {
+        std::hint::spin_loop();
+    }
+    seen
+}
+
 /// Runs one future per party, each on its own OS thread and runtime; all start together.
 /// Returns the first failure.
 pub(crate) fn parties(futs: Vec<Party<'_>>) -> KitResult {
@@ -174,23 +201,7 @@ pub async fn write_vs_getattr<F: VirtualFs>(b: Backend<F>) -> KitResult {
                 // Then wait a random while (log-uniform, up to ~1000 spins) so that reads
                 // land anywhere in the write, not in step with the writer's lock releases
                 // (a reader that waited on a lock wakes after the writer took it again).
-                let mut spins = 0u32;
-                let mut before = in_write.load(Ordering::SeqCst);
-                while before.is_multiple_of(2) && !done.load(Ordering::Relaxed) {
-                    if spins < 256 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                    spins += 1;
-                    before = in_write.load(Ordering::SeqCst);
-                }
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                for _ in 0..(rng >> 20) % (1 << (rng % 11)) {
-                    std::hint::spin_loop();
-                }
+                let before = land_inside(in_write, &mut rng, |_| done.load(Ordering::Relaxed));
                 if k.is_multiple_of(4) {
                     let a = kit_try!(fs.getattr(&CTX, ino, None).await, "getattr");
                     kit_ensure!(
