@@ -18,7 +18,7 @@ use super::scenarios::{CTX, list, mkfile, nm};
 use super::{Backend, Failure, KitResult};
 use crate::types::{Ino, OpenFlags, RenameFlags, SetAttr};
 use crate::vfs::VirtualFs;
-use crate::{kit_ensure, kit_try};
+use crate::{kit_bytes_eq, kit_ensure, kit_try};
 
 /// The longest a race keeps its writer going past its rounds while waiting for the
 /// readers to have observed enough.
@@ -426,19 +426,29 @@ pub async fn unlink_vs_read<F: VirtualFs>(b: Backend<F>) -> KitResult {
                 fs.read(&CTX, ino, fh, off, 4096).await,
                 "read through the open handle ({k})"
             );
-            kit_ensure!(
-                data[..] == original[off as usize..off as usize + 4096],
-                "round {k}: the open handle read bytes that are not the original file's"
+            kit_bytes_eq!(
+                data,
+                original[off as usize..off as usize + 4096],
+                "an open handle keeps reading the file it opened, though its name was unlinked and reused (read of 4096 bytes at {off}, round {k})"
             );
         }
         Ok(())
     };
     parties(vec![party(churn), party(reader)])?;
     kit_try!(fs.release(&CTX, ino, fh).await, "release");
-    kit_ensure!(
-        fs.getattr(&CTX, ino, None).await.is_err(),
-        "the unlinked original is gone after release"
-    );
+    if let Ok(a) = fs.getattr(&CTX, ino, None).await {
+        return Err(Failure(format!(
+            "rule: an unlinked file is gone once its last handle is released
+  expected: getattr of inode {} fails (ESTALE or ENOENT)
+  seen:     success, nlink {}, size {}
+  at: {}:{}",
+            ino.0,
+            a.nlink,
+            a.size,
+            file!(),
+            line!()
+        )));
+    }
     Ok(())
 }
 
