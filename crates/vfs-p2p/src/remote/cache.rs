@@ -13,13 +13,16 @@
 //!   directory listings. An answer about an inode the table does not know is stored only
 //!   if no unknown inode was invalidated since the fetch began.
 //! - **A name being removed answers nothing.** While an unlink, rmdir or rename sent by
-//!   this side is in flight, the inodes its names denote (as far as this table knows)
-//!   count as written to: no attribute of them is served or stored until the answer is in.
-//!   The owner may already have freed such an inode and reused its number for a new
-//!   object (a host filesystem does at once), whose answer can arrive first: without this,
-//!   the old name answered with the new object's attributes (found by the testkit's
-//!   concurrent mode over LocalFs: `/shared/keep`, renamed over, looked up as a directory
-//!   of 4096 bytes that another thread had just made under the freed number).
+//!   this side is in flight, its names answer nothing from this table and learn nothing
+//!   from lookup answers, and the inodes they denote (as far as this table knows) count as
+//!   written to: no attribute of them is served or stored until the answer is in. The
+//!   owner may already have freed such an inode and reused its number for a new object (a
+//!   host filesystem does at once), whose answer can arrive first: without this, the old
+//!   name answered with the new object's attributes (found by the testkit's concurrent
+//!   mode over LocalFs: `/shared/keep`, renamed over, looked up as a directory of 4096
+//!   bytes that another thread had just made under the freed number). For the same
+//!   reason a rename that overlapped another such operation on one of its names moves no
+//!   name (both are forgotten): the owner may have run the two in the other order.
 //! - **No negative entries.** A missing name is never remembered (seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3)).
 //! - **Only where a notification can find it.** Notifications name paths; they reach a
 //!   node through the known names from the root. Attributes and listings are stored only
