@@ -12,6 +12,17 @@
 //!   the fetch was sent, and no write to it is in flight (seed 001 (doc/LESSONS.md#seed-001)). The same rule guards
 //!   directory listings. An answer about an inode the table does not know is stored only
 //!   if no unknown inode was invalidated since the fetch began.
+//! - **A name being removed answers nothing.** While an unlink, rmdir or rename sent by
+//!   this side is in flight, its names answer nothing from this table and learn nothing
+//!   from lookup answers, and the inodes they denote (as far as this table knows) count as
+//!   written to: no attribute of them is served or stored until the answer is in. The
+//!   owner may already have freed such an inode and reused its number for a new object (a
+//!   host filesystem does at once), whose answer can arrive first: without this, the old
+//!   name answered with the new object's attributes (found by the testkit's concurrent
+//!   mode over LocalFs: `/shared/keep`, renamed over, looked up as a directory of 4096
+//!   bytes that another thread had just made under the freed number). For the same
+//!   reason a rename that overlapped another such operation on one of its names moves no
+//!   name (both are forgotten): the owner may have run the two in the other order.
 //! - **No negative entries.** A missing name is never remembered (seed 002 bug 3 (doc/LESSONS.md#seed-002-bug-3)).
 //! - **Only where a notification can find it.** Notifications name paths; they reach a
 //!   node through the known names from the root. Attributes and listings are stored only
@@ -71,6 +82,32 @@ struct State {
     unknown_inval: u64,
     /// Inode numbers of an earlier incarnation of the share (answered `ESTALE`).
     stale: HashSet<Ino>,
+    /// Names an unlink, rmdir or rename in flight may take away, with how many such
+    /// operations are in flight.
+    unnaming: HashMap<(Ino, OsString), Pending>,
+}
+
+/// Operations in flight that may take one name away.
+struct Pending {
+    count: u32,
+    /// When the last of them was sent.
+    last: u64,
+}
+
+/// Names being taken away by an operation in flight, and the inodes they denoted
+/// ([`MetaCache::unnaming`]).
+#[derive(Debug)]
+pub(crate) struct Unnaming {
+    /// The names, when this operation was sent, and whether none was in flight then.
+    names: Vec<((Ino, OsString), u64, bool)>,
+    inos: Vec<Ino>,
+}
+
+impl Unnaming {
+    /// The inodes the names denoted when the operation was sent, as far as known.
+    pub fn inos(&self) -> &[Ino] {
+        &self.inos
+    }
 }
 
 impl State {
@@ -198,16 +235,21 @@ impl MetaCache {
     pub fn entered(&self, parent: Ino, name: &OsStr, attr: Attr, remote: bool, since: u64) {
         let mut st = self.st.lock();
         st.stale.remove(&attr.ino);
-        let fresh = match st.nodes.get(&attr.ino) {
-            Some(n) => n.writers == 0 && n.generation <= since,
-            None => st.unknown_inval <= since,
-        };
+        // A name an operation in flight may take away: the answer may name an inode the
+        // owner frees and reuses at once, so it teaches nothing (module invariant).
+        let unnaming = !st.unnaming.is_empty() && st.unnaming.contains_key(&(parent, name.to_os_string()));
+        let known = st.nodes.contains_key(&attr.ino);
+        let fresh = !unnaming
+            && match st.nodes.get(&attr.ino) {
+                Some(n) => n.writers == 0 && n.generation <= since,
+                None => st.unknown_inval <= since,
+            };
         let n = st.nodes.entry(attr.ino).or_default();
         n.kernel += 1;
         if remote {
             n.remote += 1;
         }
-        if attr.ino != Ino::ROOT {
+        if attr.ino != Ino::ROOT && (!unnaming || !known) {
             n.parent = parent;
             n.name = name.to_os_string();
         }
@@ -215,6 +257,7 @@ impl MetaCache {
         // travelled (a removal or rename notified meanwhile would be undone).
         if let Some(p) = st.nodes.get_mut(&parent)
             && p.list_gen <= since
+            && !unnaming
         {
             p.children.insert(name.to_os_string(), attr.ino);
         }
@@ -230,6 +273,9 @@ impl MetaCache {
     /// are known (the kernel's reference is counted).
     pub fn lookup(&self, parent: Ino, name: &OsStr) -> Option<Attr> {
         let mut st = self.st.lock();
+        if !st.unnaming.is_empty() && st.unnaming.contains_key(&(parent, name.to_os_string())) {
+            return None;
+        }
         let ino = *st.nodes.get(&parent)?.children.get(name)?;
         let n = st.nodes.get_mut(&ino)?;
         if n.writers > 0 {
@@ -291,11 +337,25 @@ impl MetaCache {
         child
     }
 
-    /// `parent/name` was renamed to `newparent/newname` through this side.
-    pub fn renamed(&self, parent: Ino, name: &OsStr, newparent: Ino, newname: &OsStr, exchange: bool) {
+    /// `parent/name` was renamed to `newparent/newname` through this side. `sure`: no
+    /// other operation on these names overlapped this one ([`Self::undisturbed`]);
+    /// otherwise the names are forgotten, not moved.
+    pub fn renamed(&self, parent: Ino, name: &OsStr, newparent: Ino, newname: &OsStr, exchange: bool, sure: bool) {
         let mut st = self.st.lock();
         let moved = st.nodes.get_mut(&parent).and_then(|p| p.children.remove(name));
         let replaced = st.nodes.get_mut(&newparent).and_then(|p| p.children.remove(newname));
+        if let Some(m) = moved.filter(|_| !sure) {
+            st.invalidate(m);
+        }
+        if let Some(r) = replaced.filter(|_| !sure) {
+            st.invalidate(r);
+        }
+        let unsure: Vec<Ino> = if sure {
+            Vec::new()
+        } else {
+            moved.into_iter().chain(replaced).collect()
+        };
+        let (moved, replaced) = if sure { (moved, replaced) } else { (None, None) };
         if let Some(m) = moved {
             if let Some(p) = st.nodes.get_mut(&newparent) {
                 p.children.insert(newname.to_os_string(), m);
@@ -325,7 +385,7 @@ impl MetaCache {
         // A moved directory's own listing holds its `..`, which now names its new parent
         // (for an exchange, both moved): found by the testkit's model, which compares each
         // directory's `..` (an exchange of /a/a with /b listed /b's `..` as /a).
-        for d in moved.into_iter().chain(replaced.filter(|_| exchange)) {
+        for d in moved.into_iter().chain(replaced.filter(|_| exchange)).chain(unsure) {
             st.drop_listing(d);
         }
     }
@@ -336,6 +396,66 @@ impl MetaCache {
         st.invalidate(ino);
         if let Some(n) = st.nodes.get_mut(&ino) {
             n.writers += 1;
+        }
+    }
+
+    /// An operation that may take names away (unlink, rmdir, rename) is sent: until
+    /// [`Self::unnamed`], the names answer nothing from this table and teach it nothing,
+    /// and the inodes they denote now, as far as known, count as written to (see the
+    /// module's invariant).
+    pub fn unnaming(&self, names: &[(Ino, &OsStr)]) -> Unnaming {
+        let mut st = self.st.lock();
+        let mut inos: Vec<Ino> = names
+            .iter()
+            .filter_map(|(p, n)| st.nodes.get(p).and_then(|d| d.children.get(*n)).copied())
+            .collect();
+        inos.dedup();
+        for ino in &inos {
+            st.invalidate(*ino);
+            if let Some(n) = st.nodes.get_mut(ino) {
+                n.writers += 1;
+            }
+        }
+        let mut keys = Vec::with_capacity(names.len());
+        for (p, n) in names {
+            let key = (*p, n.to_os_string());
+            let at = st.tick();
+            let pending = st.unnaming.entry(key.clone()).or_insert(Pending { count: 0, last: at });
+            let alone = pending.count == 0;
+            pending.count += 1;
+            pending.last = at;
+            keys.push((key, at, alone));
+        }
+        Unnaming { names: keys, inos }
+    }
+
+    /// Whether no other operation that may take these names away was in flight at any
+    /// time while this one was: only then does applying its answer leave the names as the
+    /// owner has them. Two in flight at once may have run on the owner in either order,
+    /// whatever order their answers arrive in (a rename over `keep` applied after a later
+    /// one left `keep` naming an inode the owner had freed and reused).
+    pub fn undisturbed(&self, u: &Unnaming) -> bool {
+        let st = self.st.lock();
+        u.names
+            .iter()
+            .all(|(key, at, alone)| *alone && st.unnaming.get(key).is_some_and(|p| p.last == *at))
+    }
+
+    /// The answer of the operation that [`Self::unnaming`] announced is in (and applied).
+    pub fn unnamed(&self, u: &Unnaming) {
+        {
+            let mut st = self.st.lock();
+            for (key, _, _) in &u.names {
+                if let Some(p) = st.unnaming.get_mut(key) {
+                    p.count = p.count.saturating_sub(1);
+                    if p.count == 0 {
+                        st.unnaming.remove(key);
+                    }
+                }
+            }
+        }
+        for ino in &u.inos {
+            self.write_end(*ino);
         }
     }
 
@@ -553,9 +673,99 @@ mod tests {
         c.store_listing(Ino(3), dotdot(2), since);
         c.store_listing(Ino(4), dotdot(1), since);
         assert!(c.listing(Ino(3)).is_some() && c.listing(Ino(4)).is_some());
-        c.renamed(Ino(2), OsStr::new("d"), Ino::ROOT, OsStr::new("e"), true);
+        c.renamed(Ino(2), OsStr::new("d"), Ino::ROOT, OsStr::new("e"), true, true);
         assert!(c.listing(Ino(3)).is_none(), "the moved directory's `..` changed");
         assert!(c.listing(Ino(4)).is_none(), "the exchanged directory's `..` changed");
+    }
+
+    /// A name being taken away answers nothing from the cache until the removal's answer
+    /// is in: the owner may have reused the freed inode number for a new object whose
+    /// answer arrives first. Pins the bug the testkit's concurrent mode found over LocalFs
+    /// (`/shared/keep`, renamed over, looked up with the attributes of a directory another
+    /// thread had made under the freed number); fails with `unnaming` reverted to a no-op.
+    #[test]
+    fn a_name_being_removed_does_not_answer_for_a_reused_inode() {
+        let c = MetaCache::new();
+        let dir = |ino| Attr::new(Ino(ino), FileType::Directory, 0o755);
+        let since = c.now();
+        c.entered(Ino::ROOT, OsStr::new("shared"), dir(2), true, since);
+        c.entered(Ino::ROOT, OsStr::new("t1"), dir(3), true, since);
+        c.entered(Ino(2), OsStr::new("keep"), attr(10, 256), true, since);
+        c.entered(Ino(2), OsStr::new("tmp"), attr(11, 256), true, since);
+        assert_eq!(c.lookup(Ino(2), OsStr::new("keep")).map(|a| a.size), Some(256));
+        // rename shared/tmp over shared/keep is sent; the owner frees 10 and a mkdir of
+        // t1/b, answered first, reuses it.
+        let busy = c.unnaming(&[(Ino(2), OsStr::new("tmp")), (Ino(2), OsStr::new("keep"))]);
+        assert_eq!(busy.inos(), [Ino(11), Ino(10)]);
+        // A lookup of keep sent now, answered (by the owner, before the rename) with 10,
+        // teaches nothing: 10 is about to be freed.
+        let since = c.now();
+        c.entered(Ino(2), OsStr::new("keep"), attr(10, 256), true, since);
+        assert_eq!(c.lookup(Ino(2), OsStr::new("keep")), None);
+        let since = c.now();
+        c.entered(Ino(3), OsStr::new("b"), dir(10), true, since);
+        assert_eq!(
+            c.lookup(Ino(2), OsStr::new("keep")),
+            None,
+            "keep must not answer with the directory that reuses its old number"
+        );
+        assert_eq!(c.attr(Ino(10)), None);
+        // The rename's answer: keep is 11 now.
+        assert!(c.undisturbed(&busy));
+        c.renamed(Ino(2), OsStr::new("tmp"), Ino(2), OsStr::new("keep"), false, true);
+        c.unnamed(&busy);
+        assert_eq!(
+            c.lookup(Ino(2), OsStr::new("keep")),
+            None,
+            "11's attributes are asked again"
+        );
+        let since = c.now();
+        c.store_attr(attr(11, 256), since);
+        assert_eq!(
+            c.lookup(Ino(2), OsStr::new("keep")).map(|a| (a.ino, a.size)),
+            Some((Ino(11), 256))
+        );
+    }
+
+    /// Two renames over one name in flight at once may have run on the owner in either
+    /// order, whatever order their answers arrive in: the name is forgotten, not moved.
+    /// Pins the second half of the bug above (the answer of the earlier rename over
+    /// `keep` applied last left `keep` naming the inode the later one freed, which the
+    /// owner reused for a directory); fails with `undisturbed` reverted to `true`.
+    #[test]
+    fn overlapping_renames_over_one_name_forget_it() {
+        let c = MetaCache::new();
+        let dir = |ino| Attr::new(Ino(ino), FileType::Directory, 0o755);
+        let since = c.now();
+        c.entered(Ino::ROOT, OsStr::new("shared"), dir(2), true, since);
+        c.entered(Ino::ROOT, OsStr::new("t1"), dir(3), true, since);
+        for (name, ino) in [("keep", 10), ("tmp0", 11), ("tmp1", 12)] {
+            c.entered(Ino(2), OsStr::new(name), attr(ino, 256), true, since);
+        }
+        let names = |tmp: &str| {
+            (
+                c.unnaming(&[(Ino(2), OsStr::new(tmp))]),
+                c.unnaming(&[(Ino(2), OsStr::new("keep"))]),
+            )
+        };
+        let first = names("tmp0");
+        let second = names("tmp1");
+        // The owner ran the first, then the second (freeing 11); the second's answer
+        // arrives first.
+        for (tmp, r) in [("tmp1", &second), ("tmp0", &first)] {
+            let sure = c.undisturbed(&r.0) && c.undisturbed(&r.1);
+            c.renamed(Ino(2), OsStr::new(tmp), Ino(2), OsStr::new("keep"), false, sure);
+            c.unnamed(&r.0);
+            c.unnamed(&r.1);
+        }
+        // 11 is reused for the directory t1/b.
+        let since = c.now();
+        c.entered(Ino(3), OsStr::new("b"), dir(11), true, since);
+        assert_eq!(c.lookup(Ino(3), OsStr::new("b")).map(|a| a.size), Some(dir(11).size));
+        assert_eq!(c.lookup(Ino(2), OsStr::new("keep")), None, "keep is asked again");
+        // One rename alone is applied.
+        let alone = names("tmp9");
+        assert!(c.undisturbed(&alone.0) && c.undisturbed(&alone.1));
     }
 
     /// A notification that arrives while a fetch travels wins over the fetch's answer.

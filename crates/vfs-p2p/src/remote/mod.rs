@@ -235,6 +235,26 @@ impl RemoteFs {
     }
 }
 
+/// Inodes whose names an operation in flight may take away ([`Inner::unnaming`]); they
+/// count as written to until this is dropped.
+struct Unnaming<'a> {
+    cache: &'a MetaCache,
+    names: cache::Unnaming,
+}
+
+impl Unnaming<'_> {
+    /// The inodes the names denoted when the operation was sent, as far as known.
+    fn inos(&self) -> &[Ino] {
+        self.names.inos()
+    }
+}
+
+impl Drop for Unnaming<'_> {
+    fn drop(&mut self) {
+        self.cache.unnamed(&self.names);
+    }
+}
+
 /// The lock-order token of a `RemoteFs` call: its handle table's `Map` level is the only
 /// ordered (`vfs_core::lock_order`) lock this client takes, and every caller of this
 /// function holds none (the table's guards never outlive one table call).
@@ -278,8 +298,21 @@ impl Inner {
         self.check(parent)?;
         let since = self.cache.now();
         let a = call.await?;
+        // The number may be a reused one: no block of an earlier object is served for it.
+        self.blocks.invalidate(a.ino);
         self.entered(parent, name, a, since);
         Ok(a)
+    }
+
+    /// Marks the inodes `names` denote as in flux until the returned guard goes (after
+    /// the operation's answer was applied, or when the call is dropped): see the cache's
+    /// invariant on names being removed.
+    fn unnaming(&self, names: &[(Ino, Name<'_>)]) -> Unnaming<'_> {
+        let names: Vec<(Ino, &std::ffi::OsStr)> = names.iter().map(|(p, n)| (*p, n.as_os_str())).collect();
+        Unnaming {
+            cache: &self.cache,
+            names: self.cache.unnaming(&names),
+        }
     }
 
     /// After an operation that returned a new entry.

@@ -182,6 +182,7 @@ impl VirtualFs for RemoteFs {
     async fn unlink(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
         let i = &self.inner;
         i.check(parent)?;
+        let _busy = i.unnaming(&[(parent, name)]);
         let r = i.session.on(ctx).unlink(parent, name.to_os_string()).await;
         // Whatever the answer, what we knew of the name may be wrong now.
         if let Some(child) = i.cache.removed(parent, name.as_os_str()) {
@@ -193,6 +194,7 @@ impl VirtualFs for RemoteFs {
     async fn rmdir(&self, ctx: &RequestCtx, parent: Ino, name: Name<'_>) -> VfsResult<()> {
         let i = &self.inner;
         i.check(parent)?;
+        let _busy = i.unnaming(&[(parent, name)]);
         let r = i.session.on(ctx).rmdir(parent, name.to_os_string()).await;
         i.cache.removed(parent, name.as_os_str());
         r
@@ -219,19 +221,32 @@ impl VirtualFs for RemoteFs {
         let i = &self.inner;
         i.check(parent)?;
         i.check(newparent)?;
+        let moved = i.unnaming(&[(parent, name)]);
+        let replaced = i.unnaming(&[(newparent, newname)]);
         let r = i
             .session
             .on(ctx)
             .rename(parent, name.to_os_string(), newparent, newname.to_os_string(), flags.0)
             .await;
         match &r {
-            Ok(_) => i.cache.renamed(
-                parent,
-                name.as_os_str(),
-                newparent,
-                newname.as_os_str(),
-                flags.exchange(),
-            ),
+            Ok(_) => {
+                let sure = i.cache.undisturbed(&moved.names) && i.cache.undisturbed(&replaced.names);
+                i.cache.renamed(
+                    parent,
+                    name.as_os_str(),
+                    newparent,
+                    newname.as_os_str(),
+                    flags.exchange(),
+                    sure,
+                );
+                if !flags.exchange() {
+                    // The replaced file's number may be reused for a new object: its
+                    // blocks must not be served for that one.
+                    for ino in replaced.inos() {
+                        i.blocks.invalidate(*ino);
+                    }
+                }
+            }
             Err(_) => {
                 // Refused (or unknown, if the link failed): forget both names, ask again.
                 for (p, n) in [(parent, name), (newparent, newname)] {
