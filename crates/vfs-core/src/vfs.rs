@@ -377,7 +377,10 @@ pub trait VirtualFs: Send + Sync + 'static {
     ///
     /// - `EBADF` through a handle not opened for writing `[write.badf]`;
     /// - an `O_APPEND` handle writes at the end whatever `offset` says `[write.append]`;
-    /// - changes mtime and ctime `[mtime.write]`.
+    /// - changes mtime and ctime `[mtime.write]`;
+    /// - with `testkit::Cap::CallerRules` promised: a write by a caller other
+    ///   than root clears setuid, and setgid when group-exec is set; root's write clears
+    ///   nothing `[write.clears_suid]`.
     fn write(
         &self,
         ctx: &RequestCtx,
@@ -482,6 +485,16 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// Filesystem-wide figures.
     ///
     /// Default: `ENOSYS` (not implemented).
+    ///
+    /// # Rules the kit checks
+    ///
+    /// - `bfree` and `bavail` at most `blocks`, `ffree` at most `files`, a block size, a
+    ///   name length of at least 255 (`statfs_sane`);
+    /// - with `testkit::Cap::SpaceAccounting` promised: a new file takes an
+    ///   inode from `ffree` `[statfs.inodes]`; written data takes its blocks from `bfree`
+    ///   and shows in `st_blocks` `[statfs.blocks]`; a punched hole, a truncation, and the
+    ///   last release of an unlinked file give them back, the last exactly
+    ///   `[statfs.frees]`.
     fn statfs(&self, ctx: &RequestCtx, ino: Ino) -> impl Future<Output = VfsResult<StatFs>> + Send {
         let _ = (ctx, ino);
         async { Err(VfsError::NotImplemented) }
@@ -501,7 +514,9 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `ENODATA` for a missing name `[xattr.missing]`; use [`check_xattr`] and
-    ///   [`xattr_namespace_check`] for names and values.
+    ///   [`xattr_namespace_check`] for names and values;
+    /// - with `testkit::Cap::CallerRules` promised: `ENODATA` for a
+    ///   `trusted.*` name asked by a caller other than root `[xattr.trusted]`.
     fn getxattr(&self, ctx: &RequestCtx, ino: Ino, name: &OsStr) -> impl Future<Output = VfsResult<Bytes>> + Send {
         let _ = (ctx, ino, name);
         async { Err(VfsError::Unsupported) }
@@ -512,7 +527,9 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `ENODATA` with `XATTR_REPLACE` for a missing name `[xattr.missing]`;
-    /// - `EEXIST` with `XATTR_CREATE` for an existing one `[xattr.create_exists]`.
+    /// - `EEXIST` with `XATTR_CREATE` for an existing one `[xattr.create_exists]`;
+    /// - with `testkit::Cap::CallerRules` promised: `EPERM` for a
+    ///   `trusted.*` name set by a caller other than root `[xattr.trusted]`.
     fn setxattr(
         &self,
         ctx: &RequestCtx,

@@ -2,9 +2,15 @@
 
 use vfs_core::localfs::LocalFs;
 use vfs_core::memfs::MemFs;
-use vfs_core::testkit::Backend;
+use vfs_core::testkit::{Backend, Cap};
 
-vfs_core::vfs_conformance!(memfs, || Backend::new(MemFs::new()));
+// MemFs makes both promises beyond the basic set; LocalFs cannot (its statfs is the host
+// filesystem's, and the kernel in front of it applies the caller-credential rules).
+vfs_core::vfs_conformance!(memfs, || {
+    Backend::new(MemFs::new())
+        .with(Cap::SpaceAccounting)
+        .with(Cap::CallerRules)
+});
 
 vfs_core::vfs_conformance!(localfs, || {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -132,6 +132,8 @@ pub fn needs(scenario: &str) -> &'static [Cap] {
         "xattrs" => &[Writes, Xattrs],
         "ctime_rules" => &[Writes, Timestamps, HardLinks],
         "mtime_rules" => &[Writes, Timestamps],
+        "space_accounting" => &[Writes, SpaceAccounting],
+        "caller_rules" => &[Writes, CallerRules],
         _ => &[Writes],
     }
 }
@@ -1176,6 +1178,162 @@ pub async fn chown_clears_setuid<F: VirtualFs>(b: Backend<F>) -> KitResult {
             "[setattr.chown_clears_suid] mode of {name} (was {mode:o}) after chown"
         );
     }
+    Ok(())
+}
+
+/// With [`Cap::CallerRules`]: a write by a caller other than root clears setuid, and
+/// setgid when group-exec is set (Linux's `file_remove_privs`); root's write clears
+/// nothing; `trusted.*` xattrs are root's (a user's set is `EPERM`, a user's get
+/// `ENODATA`).
+pub async fn caller_rules<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let user = RequestCtx::new(1000, 1000, 0);
+    let owned = SetAttr {
+        uid: Some(user.uid),
+        gid: Some(user.gid),
+        ..SetAttr::default()
+    };
+    for (name, who, mode, want) in [
+        ("u", user, 0o6755, 0o755),
+        ("g", user, 0o6745, 0o2745),
+        ("p", user, 0o755, 0o755),
+        ("r", CTX, 0o6755, 0o6755),
+    ] {
+        let ino = kit_try!(mkfile(fs, Ino::ROOT, name, b"0123").await, "create {name}");
+        kit_try!(fs.setattr(&CTX, ino, owned).await, "chown {name} to 1000:1000");
+        kit_try!(
+            fs.setattr(&CTX, ino, SetAttr::mode(mode)).await,
+            "chmod {name} {mode:o}"
+        );
+        let fh = kit_try!(
+            fs.open(&who, ino, OpenFlags::WRONLY).await,
+            "open {name} O_WRONLY as uid {}",
+            who.uid
+        );
+        kit_try!(
+            fs.write(&who, ino, fh, 1, b"x").await,
+            "write to {name} as uid {}",
+            who.uid
+        );
+        kit_try!(fs.release(&who, ino, fh).await, "release {name}");
+        let a = kit_try!(attr_of(fs, ino).await, "getattr {name}");
+        kit_eq!(
+            format!("{:o}", a.perm),
+            format!("{want:o}"),
+            "[write.clears_suid] mode of {name} (was {mode:o}, owner 1000) after a write by uid {}",
+            who.uid
+        );
+        let data = kit_try!(read_all(fs, ino).await, "read {name}");
+        kit_bytes_eq!(data, b"0x23", "the write to {name} landed");
+    }
+    if b.caps().has(Cap::Xattrs) {
+        let ino = kit_try!(mkfile(fs, Ino::ROOT, "t", b"").await, "create t");
+        let k = OsStr::new("trusted.kit");
+        kit_expect_err!(
+            fs.setxattr(&user, ino, k, b"v", XattrSet::Any).await,
+            Errno::EPERM,
+            "[xattr.trusted] setxattr of trusted.kit by uid 1000"
+        );
+        kit_try!(
+            fs.setxattr(&CTX, ino, k, b"v", XattrSet::Any).await,
+            "setxattr trusted.kit as root"
+        );
+        kit_expect_err!(
+            fs.getxattr(&user, ino, k).await,
+            Errno::ENODATA,
+            "[xattr.trusted] getxattr of root's trusted.kit by uid 1000"
+        );
+        let v = kit_try!(fs.getxattr(&CTX, ino, k).await, "getxattr trusted.kit as root");
+        kit_bytes_eq!(v, b"v", "[xattr.trusted] root reads its trusted.kit");
+    }
+    Ok(())
+}
+
+/// With [`Cap::SpaceAccounting`]: `statfs` and `st_blocks` count what the backend stores.
+/// A new file takes an inode; 1 MiB written takes at least 1 MiB of blocks from `bfree`
+/// and shows in `st_blocks`; a punched hole (if the backend punches) and a truncation
+/// give blocks back; removing the file and releasing its last handle gives back exactly
+/// what it took.
+pub async fn space_accounting<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    const LEN: u64 = 1 << 20;
+    let s0 = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs at the start");
+    let unit = u64::from(s0.frsize.max(1));
+    let (attr, fh) = kit_try!(
+        fs.create(&CTX, Ino::ROOT, nm("space"), 0o644, 0, OpenFlags::RDWR).await,
+        "create space"
+    );
+    let ino = attr.ino;
+    let s1 = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs after create");
+    kit_ensure!(
+        s1.ffree < s0.ffree,
+        "rule: [statfs.inodes] a new file takes an inode from ffree\n  before: {}\n  after:  {}",
+        s0.ffree,
+        s1.ffree
+    );
+    let piece: Vec<u8> = (0..64 * 1024u64).map(|i| (i % 251) as u8 + 1).collect();
+    for off in (0..LEN).step_by(piece.len()) {
+        let n = kit_try!(fs.write(&CTX, ino, fh, off, &piece).await, "write 64 KiB at {off}");
+        kit_eq!(n as usize, piece.len(), "a write's count");
+    }
+    let s2 = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs after writing 1 MiB");
+    let a2 = kit_try!(attr_of(fs, ino).await, "getattr after writing 1 MiB");
+    let want = LEN / unit;
+    kit_ensure!(
+        s1.bfree.saturating_sub(s2.bfree) >= want,
+        "rule: [statfs.blocks] writing {LEN} bytes takes at least {want} blocks of {unit} bytes from bfree\n  before: {}\n  after:  {}",
+        s1.bfree,
+        s2.bfree
+    );
+    kit_ensure!(
+        a2.blocks * 512 >= LEN,
+        "rule: [statfs.blocks] st_blocks (512-byte units) counts {LEN} written bytes\n  seen: blocks {} ({} bytes)",
+        a2.blocks,
+        a2.blocks * 512
+    );
+    let (mut s3, mut a3) = (s2, a2);
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    let r = fs.fallocate(&CTX, ino, fh, LEN / 4, LEN / 2, punch).await;
+    if not_supported(&r) {
+        println!("skipped: the hole-punching part of `space_accounting` (the backend does not punch holes)");
+    } else {
+        kit_try!(r, "punch a hole over the middle half");
+        s3 = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs after punching");
+        a3 = kit_try!(attr_of(fs, ino).await, "getattr after punching");
+        kit_ensure!(
+            s3.bfree > s2.bfree && a3.blocks < a2.blocks,
+            "rule: [statfs.frees] punching a hole over {} bytes gives blocks back\n  bfree before: {}, after: {}\n  st_blocks before: {}, after: {}",
+            LEN / 2,
+            s2.bfree,
+            s3.bfree,
+            a2.blocks,
+            a3.blocks
+        );
+    }
+    kit_try!(
+        fs.setattr(&CTX, ino, SetAttr::size(LEN / 8)).await,
+        "truncate to {}",
+        LEN / 8
+    );
+    let s4 = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs after truncating");
+    let a4 = kit_try!(attr_of(fs, ino).await, "getattr after truncating");
+    kit_ensure!(
+        s4.bfree > s3.bfree && a4.blocks < a3.blocks && a4.blocks * 512 >= LEN / 8,
+        "rule: [statfs.frees] truncating to {} bytes gives blocks back and keeps what is left\n  bfree before: {}, after: {}\n  st_blocks before: {}, after: {}",
+        LEN / 8,
+        s3.bfree,
+        s4.bfree,
+        a3.blocks,
+        a4.blocks
+    );
+    kit_try!(fs.unlink(&CTX, Ino::ROOT, nm("space")).await, "unlink space");
+    kit_try!(fs.release(&CTX, ino, fh).await, "release space");
+    let s5 = kit_try!(fs.statfs(&CTX, Ino::ROOT).await, "statfs after unlink and release");
+    kit_eq!(
+        (s5.bfree, s5.ffree),
+        (s0.bfree, s0.ffree),
+        "[statfs.frees] an unlinked file's blocks and inode come back after its last release: (bfree, ffree)"
+    );
     Ok(())
 }
 
