@@ -327,6 +327,9 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `O_TRUNC` empties the file `[open.trunc]`;
+    /// - a directory opens read-only (for listing) and is `EISDIR` for writing
+    ///   `[open.dir]`;
+    /// - a symlink's own inode is `ELOOP`, as `O_NOFOLLOW` answers `[open.symlink]`;
     /// - a read-only backend answers a write open with `EROFS` `[absent.errno]`.
     fn open(&self, ctx: &RequestCtx, ino: Ino, flags: OpenFlags) -> impl Future<Output = VfsResult<Fh>> + Send;
 

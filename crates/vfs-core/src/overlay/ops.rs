@@ -125,8 +125,11 @@ impl<U: VirtualFs, L: VirtualFs> Overlay<U, L> {
         ns_held: bool,
     ) -> VfsResult<Fh> {
         let access = flags.access();
-        if node.kind == FileType::Directory && access.can_write() {
-            return Err(VfsError::IsDir);
+        match node.kind {
+            FileType::Directory if access.can_write() => return Err(VfsError::IsDir),
+            // As `O_NOFOLLOW` answers: a symlink's own inode is never opened.
+            FileType::Symlink => return Err(VfsError::Loop),
+            _ => {}
         }
         if ctx.uid != 0 {
             let a = self.attr_of(node).await?;

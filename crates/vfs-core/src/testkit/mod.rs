@@ -527,6 +527,7 @@ macro_rules! vfs_conformance {
                 truncate_up_and_down,
                 open_truncate_and_append,
                 handle_access_modes,
+                open_kinds,
                 readdir_cookies_while_changing,
                 symlink_and_readlink,
                 mknod_kinds,

@@ -1181,6 +1181,39 @@ pub async fn chown_clears_setuid<F: VirtualFs>(b: Backend<F>) -> KitResult {
     Ok(())
 }
 
+/// `open` by kind: a directory opens read-only and is `EISDIR` for writing; a symlink's
+/// own inode is `ELOOP` (what `O_NOFOLLOW` answers).
+pub async fn open_kinds<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let fs = &*b.fs;
+    let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir d");
+    let fh = kit_try!(
+        fs.open(&CTX, d.ino, OpenFlags::RDONLY).await,
+        "[open.dir] open d O_RDONLY"
+    );
+    kit_try!(fs.release(&CTX, d.ino, fh).await, "release d");
+    for (flags, what) in [(OpenFlags::WRONLY, "O_WRONLY"), (OpenFlags::RDWR, "O_RDWR")] {
+        kit_expect_err!(
+            fs.open(&CTX, d.ino, flags).await,
+            Errno::EISDIR,
+            "[open.dir] open of a directory {what}"
+        );
+    }
+    if b.caps().has(Cap::Symlinks) {
+        let l = kit_try!(
+            fs.symlink(&CTX, Ino::ROOT, nm("l"), OsStr::new("d")).await,
+            "symlink l -> d"
+        );
+        for (flags, what) in [(OpenFlags::RDONLY, "O_RDONLY"), (OpenFlags::RDWR, "O_RDWR")] {
+            kit_expect_err!(
+                fs.open(&CTX, l.ino, flags).await,
+                Errno::ELOOP,
+                "[open.symlink] open of a symlink's own inode {what}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// With [`Cap::CallerRules`]: a write by a caller other than root clears setuid, and
 /// setgid when group-exec is set (Linux's `file_remove_privs`); root's write clears
 /// nothing; `trusted.*` xattrs are root's (a user's set is `EPERM`, a user's get
