@@ -289,7 +289,10 @@ pub trait VirtualFs: Send + Sync + 'static {
     ///   changes `[ctime.change]`;
     /// - a directory moved to another parent takes one link from the old parent and gives
     ///   one to the new `[rename.dir_nlink]`; a replaced name's inode loses one link, its
-    ///   other hard links stay, with its data `[rename.victim_nlink]`.
+    ///   other hard links stay, with its data `[rename.victim_nlink]`;
+    /// - of two renames of one name at once, one moves it and the other answers `ENOENT`;
+    ///   the inode ends under one name `[rename.one_winner]` (recheck under the locks what
+    ///   was looked up before taking them).
     fn rename(
         &self,
         ctx: &RequestCtx,

@@ -545,6 +545,7 @@ macro_rules! vfs_conformance {
             $crate::vfs_conformance!(@races $factory;
                 write_vs_getattr,
                 rename_vs_lookup,
+                rename_vs_rename,
                 create_vs_readdir,
                 write_vs_truncate,
                 unlink_vs_read,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::scenarios::{CTX, list, mkfile, nm};
 use super::{Backend, Failure, KitResult};
+use crate::error::Errno;
 use crate::types::{Ino, OpenFlags, RenameFlags, SetAttr};
 use crate::vfs::VirtualFs;
 use crate::{kit_bytes_eq, kit_ensure, kit_try};
@@ -278,6 +279,117 @@ pub async fn rename_vs_lookup<F: VirtualFs>(b: Backend<F>) -> KitResult {
     parties(vec![party(renamer), party(looker()), party(looker())])?;
     let left = kit_try!(list(fs, Ino::ROOT, 64).await, "readdir");
     kit_ensure!(left.len() == 1 && left[0].0 == "target", "after the renames: {left:?}");
+    Ok(())
+}
+
+/// Two renames of one name at once, to different targets: one moves it, the other answers
+/// `ENOENT`, and the inode ends under exactly one name with one link. Each round, party
+/// `a` creates `s{k}`, both meet (a spinning rendezvous), wait a random few spins and
+/// rename `s{k}` to `a{k}` and `b{k}`, for `VFS_TESTKIT_RACE_ITERS` rounds. In a backend
+/// whose rename awaits between its lookups and its locks (a database, a network) the bad
+/// interleaving is common; in one with no await there (MemFs) only a preemption inside
+/// that window opens it: a backend that forgets to recheck is caught in about one run in
+/// five there (loom models are the tool for such windows).
+pub async fn rename_vs_rename<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let n = iterations();
+    let fs = &*b.fs;
+    let arrived = AtomicU64::new(0);
+    let ended = AtomicBool::new(false);
+    // Waits until both parties reached round `k` (false: the other party has ended).
+    let meet = |k: u64| {
+        arrived.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        loop {
+            if arrived.load(Ordering::SeqCst) >= 2 * (k + 1) {
+                return true;
+            }
+            if ended.load(Ordering::Acquire) {
+                return false;
+            }
+            if spins < 256 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            spins = spins.saturating_add(1);
+        }
+    };
+    let mover = |side: &'static str, seed: u64| {
+        let (meet, ended) = (&meet, &ended);
+        async move {
+            let _ended = SetOnDrop(ended);
+            let mut rng = seed;
+            let mut won = Vec::new();
+            for k in 0..n {
+                let (from, to) = (format!("s{k}"), format!("{side}{k}"));
+                if side == "a" {
+                    kit_try!(mkfile(fs, Ino::ROOT, &from, b"").await, "create {from}");
+                }
+                if !meet(k) {
+                    return Ok((k, won));
+                }
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                for _ in 0..rng % 64 {
+                    std::hint::spin_loop();
+                }
+                match fs
+                    .rename(&CTX, Ino::ROOT, nm(&from), Ino::ROOT, nm(&to), RenameFlags::NONE)
+                    .await
+                {
+                    Ok(()) => won.push(k),
+                    Err(e) if e.errno() == Errno::ENOENT => {}
+                    Err(e) => {
+                        return Err(Failure(format!(
+                            "rule: [rename.one_winner] of two renames of {from} at once, one moves it and the other answers ENOENT\n  expected: success or ENOENT\n  seen:     {:?} ({e:?}) for rename {from} -> {to}\n  at: {}:{}",
+                            e.errno(),
+                            file!(),
+                            line!()
+                        )));
+                    }
+                }
+            }
+            Ok((n, won))
+        }
+    };
+    let results: std::sync::Mutex<Vec<(&str, u64, Vec<u64>)>> = std::sync::Mutex::new(Vec::new());
+    let record = |side: &'static str, seed: u64| {
+        let (results, mover) = (&results, &mover);
+        async move {
+            let (rounds, won) = mover(side, seed).await?;
+            results
+                .lock()
+                .map_err(|_| Failure("a party panicked".into()))?
+                .push((side, rounds, won));
+            Ok(())
+        }
+    };
+    parties(vec![
+        party(record("a", 0x9e37_79b9_7f4a_7c15)),
+        party(record("b", 0xd1b5_4a32_d192_ed03)),
+    ])?;
+    let results = results.into_inner().map_err(|_| Failure("a party panicked".into()))?;
+    let rounds = results.iter().find(|r| r.0 == "a").map_or(0, |r| r.1);
+    let wins: usize = results.iter().map(|r| r.2.len()).sum();
+    let entries = kit_try!(list(fs, Ino::ROOT, 64).await, "readdir / after the renames");
+    let mut by_ino: HashMap<Ino, Vec<&str>> = HashMap::new();
+    for (name, _, ino) in &entries {
+        by_ino.entry(*ino).or_default().push(name.as_str());
+    }
+    for (ino, names) in &by_ino {
+        let a = kit_try!(fs.getattr(&CTX, *ino, None).await, "getattr of {names:?}");
+        kit_ensure!(
+            names.len() == 1 && a.nlink == 1,
+            "rule: [rename.one_winner] two renames of one name at once move it once\n  expected: one name, nlink 1\n  seen:     names {names:?}, nlink {} (after {rounds} rounds)",
+            a.nlink
+        );
+    }
+    kit_ensure!(
+        wins as u64 == rounds && entries.len() as u64 == rounds && entries.iter().all(|e| !e.0.starts_with('s')),
+        "rule: [rename.one_winner] of two renames of one name at once exactly one succeeds\n  expected: {rounds} successes, {rounds} names, none of them s*\n  seen:     {wins} successes, {} names",
+        entries.len()
+    );
     Ok(())
 }
 
