@@ -158,6 +158,8 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `EISDIR` for a size change of a directory `[setattr.truncate_dir]`;
+    /// - `EFBIG` (or `EINVAL`) for a size past the largest a file can have, at most
+    ///   `i64::MAX`, the size unchanged `[setattr.too_big]`;
     /// - truncating down then up exposes zeros, never old bytes `[setattr.truncate_zeros]`;
     /// - chmod/chown change ctime `[ctime.change]` and leave mtime alone `[ctime.only]`; a size
     ///   change changes mtime and ctime `[mtime.write]`;
@@ -382,6 +384,8 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - `EBADF` through a handle not opened for writing `[write.badf]`;
+    /// - `EFBIG` (or `EINVAL`) for a write that would end past the largest size a file can
+    ///   have, at most `i64::MAX` `[write.too_big]`;
     /// - an `O_APPEND` handle writes at the end whatever `offset` says `[write.append]`;
     /// - changes mtime and ctime `[mtime.write]`;
     /// - with `testkit::Cap::CallerRules` promised: a write by a caller other

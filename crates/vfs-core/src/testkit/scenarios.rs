@@ -212,6 +212,23 @@ pub async fn tree_walk<F: VirtualFs>(b: Backend<F>) -> KitResult {
     Ok(())
 }
 
+/// Fails, with the rule (its id first) and file and line, unless `r` is an error among
+/// `accepted`.
+#[track_caller]
+fn expect_one_of<T>(r: VfsResult<T>, accepted: &[Errno], rule: &str) -> KitResult {
+    let at = std::panic::Location::caller();
+    let seen = match r {
+        Err(e) if accepted.contains(&e.errno()) => return Ok(()),
+        Err(e) => format!("{:?} ({e:?})", e.errno()),
+        Ok(_) => "success".to_string(),
+    };
+    Err(Failure(format!(
+        "rule: {rule}\n  expected: one of {accepted:?}\n  seen:     {seen}\n  at: {}:{}",
+        at.file(),
+        at.line()
+    )))
+}
+
 /// Fails unless `r` is an error among `accepted`.
 fn absent_answer<T>(r: VfsResult<T>, accepted: &[Errno], what: &str) -> KitResult {
     match r {
@@ -649,6 +666,7 @@ pub async fn rename_exchange<F: VirtualFs>(b: Backend<F>) -> KitResult {
         Errno::ENOENT,
         "[rename.exchange_missing] EXCHANGE with a missing target"
     );
+    let root_links = kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink;
     kit_try!(
         fs.rename(&CTX, Ino::ROOT, nm("f"), d.ino, nm("sub"), x).await,
         "EXCHANGE /f <-> /d/sub"
@@ -666,7 +684,12 @@ pub async fn rename_exchange<F: VirtualFs>(b: Backend<F>) -> KitResult {
     kit_eq!(
         kit_try!(attr_of(fs, d.ino).await, "getattr d").nlink,
         2,
-        "d lost a subdirectory: nlink of d"
+        "[rename.dir_nlink] d lost a subdirectory to EXCHANGE: nlink of d"
+    );
+    kit_eq!(
+        kit_try!(attr_of(fs, Ino::ROOT).await, "getattr /").nlink,
+        root_links + 1,
+        "[rename.dir_nlink] / gained a subdirectory by EXCHANGE: nlink of / (was {root_links})"
     );
     let up = kit_try!(dotdot(fs, sub.ino).await, "readdir /f");
     kit_eq!(
@@ -788,6 +811,29 @@ pub async fn truncate_up_and_down<F: VirtualFs>(b: Backend<F>) -> KitResult {
         data,
         b"0123\0\0\0\0",
         "[setattr.truncate_zeros] truncate down then up exposes zeros"
+    );
+    // Past the largest size a file can have (Linux's MAX_LFS_FILESIZE is i64::MAX; a
+    // filesystem may have a smaller limit): EFBIG, or EINVAL for a size no off_t holds.
+    let too_big = [Errno::EFBIG, Errno::EINVAL];
+    for size in [1u64 << 63, u64::MAX] {
+        expect_one_of(
+            fs.setattr(&CTX, ino, SetAttr::size(size)).await,
+            &too_big,
+            &format!("[setattr.too_big] truncate to {size}"),
+        )?;
+    }
+    let fh = kit_try!(fs.open(&CTX, ino, OpenFlags::RDWR).await, "open f O_RDWR");
+    expect_one_of(
+        fs.write(&CTX, ino, fh, i64::MAX as u64, b"x").await,
+        &too_big,
+        "[write.too_big] a write of 1 byte at offset i64::MAX (it would end past the largest size)",
+    )?;
+    kit_try!(fs.release(&CTX, ino, fh).await, "release f");
+    let a = kit_try!(attr_of(fs, ino).await, "getattr f");
+    kit_eq!(
+        a.size,
+        8,
+        "[setattr.too_big] a refused truncate or write leaves the size"
     );
     let d = kit_try!(fs.mkdir(&CTX, Ino::ROOT, nm("d"), 0o755, 0).await, "mkdir");
     kit_expect_err!(
