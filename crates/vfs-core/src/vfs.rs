@@ -294,7 +294,11 @@ pub trait VirtualFs: Send + Sync + 'static {
     ///   other hard links stay, with its data `[rename.victim_nlink]`;
     /// - of two renames of one name at once, one moves it and the other answers `ENOENT`;
     ///   the inode ends under one name `[rename.one_winner]` (recheck under the locks what
-    ///   was looked up before taking them).
+    ///   was looked up before taking them);
+    /// - of two sibling directories moved into each other at once, one moves and the other
+    ///   is `EINVAL`; both stay reachable from the root `[rename.no_cycle]` (keep the
+    ///   subtree check true until the move is done, e.g. serialize cross-directory
+    ///   renames).
     fn rename(
         &self,
         ctx: &RequestCtx,

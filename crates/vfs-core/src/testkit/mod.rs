@@ -546,6 +546,7 @@ macro_rules! vfs_conformance {
                 write_vs_getattr,
                 rename_vs_lookup,
                 rename_vs_rename,
+                rename_cycle_race,
                 create_vs_readdir,
                 write_vs_truncate,
                 unlink_vs_read,

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::scenarios::{CTX, list, mkfile, nm};
+use super::scenarios::{CTX, dotdot, list, mkfile, nm};
 use super::{Backend, Failure, KitResult};
 use crate::error::Errno;
 use crate::types::{Ino, OpenFlags, RenameFlags, SetAttr};
@@ -282,6 +282,60 @@ pub async fn rename_vs_lookup<F: VirtualFs>(b: Backend<F>) -> KitResult {
     Ok(())
 }
 
+/// Two parties that start each round together: each calls [`Rendezvous::meet`] with the
+/// round's number, then [`Rendezvous::jitter`], so that one party's operation lands
+/// anywhere inside the other's. A party that ends (even by failing) sets `ended` through
+/// [`Rendezvous::leaving`], and the other stops waiting for it.
+struct Rendezvous {
+    arrived: AtomicU64,
+    ended: AtomicBool,
+}
+
+impl Rendezvous {
+    fn new() -> Self {
+        Rendezvous {
+            arrived: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks this party's end when the guard drops.
+    fn leaving(&self) -> SetOnDrop<'_> {
+        SetOnDrop(&self.ended)
+    }
+
+    /// Waits (spinning, then yielding the thread) until both parties reached round `k`;
+    /// false if the other party has ended.
+    fn meet(&self, k: u64) -> bool {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        loop {
+            if self.arrived.load(Ordering::SeqCst) >= 2 * (k + 1) {
+                return true;
+            }
+            if self.ended.load(Ordering::Acquire) {
+                return false;
+            }
+            if spins < 256 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            spins = spins.saturating_add(1);
+        }
+    }
+
+    /// Spins a random 0-63 times (xorshift state `rng`).
+    fn jitter(rng: &mut u64) {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        for _ in 0..*rng % 64 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// Two renames of one name at once, to different targets: one moves it, the other answers
 /// `ENOENT`, and the inode ends under exactly one name with one link. Each round, party
 /// `a` creates `s{k}`, both meet (a spinning rendezvous), wait a random few spins and
@@ -293,31 +347,11 @@ pub async fn rename_vs_lookup<F: VirtualFs>(b: Backend<F>) -> KitResult {
 pub async fn rename_vs_rename<F: VirtualFs>(b: Backend<F>) -> KitResult {
     let n = iterations();
     let fs = &*b.fs;
-    let arrived = AtomicU64::new(0);
-    let ended = AtomicBool::new(false);
-    // Waits until both parties reached round `k` (false: the other party has ended).
-    let meet = |k: u64| {
-        arrived.fetch_add(1, Ordering::SeqCst);
-        let mut spins = 0u32;
-        loop {
-            if arrived.load(Ordering::SeqCst) >= 2 * (k + 1) {
-                return true;
-            }
-            if ended.load(Ordering::Acquire) {
-                return false;
-            }
-            if spins < 256 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-            spins = spins.saturating_add(1);
-        }
-    };
+    let rv = Rendezvous::new();
     let mover = |side: &'static str, seed: u64| {
-        let (meet, ended) = (&meet, &ended);
+        let rv = &rv;
         async move {
-            let _ended = SetOnDrop(ended);
+            let _leaving = rv.leaving();
             let mut rng = seed;
             let mut won = Vec::new();
             for k in 0..n {
@@ -325,15 +359,10 @@ pub async fn rename_vs_rename<F: VirtualFs>(b: Backend<F>) -> KitResult {
                 if side == "a" {
                     kit_try!(mkfile(fs, Ino::ROOT, &from, b"").await, "create {from}");
                 }
-                if !meet(k) {
+                if !rv.meet(k) {
                     return Ok((k, won));
                 }
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                for _ in 0..rng % 64 {
-                    std::hint::spin_loop();
-                }
+                Rendezvous::jitter(&mut rng);
                 match fs
                     .rename(&CTX, Ino::ROOT, nm(&from), Ino::ROOT, nm(&to), RenameFlags::NONE)
                     .await
@@ -389,6 +418,105 @@ pub async fn rename_vs_rename<F: VirtualFs>(b: Backend<F>) -> KitResult {
         wins as u64 == rounds && entries.len() as u64 == rounds && entries.iter().all(|e| !e.0.starts_with('s')),
         "rule: [rename.one_winner] of two renames of one name at once exactly one succeeds\n  expected: {rounds} successes, {rounds} names, none of them s*\n  seen:     {wins} successes, {} names",
         entries.len()
+    );
+    Ok(())
+}
+
+/// Two directories moved into each other at once (`A` into `B` and `B` into `A`,
+/// siblings): exactly one move succeeds, the other is `EINVAL` (it would move a directory
+/// into its own subtree), and both stay reachable from the root. A backend that checks
+/// "not into its own subtree" without keeping the answer true until the move is done
+/// (Linux serializes cross-directory renames for this) can make a cycle cut off from the
+/// tree. Each round, in a fresh directory, party `a` makes `A` and `B`; the parties meet,
+/// wait a random few spins and move.
+pub async fn rename_cycle_race<F: VirtualFs>(b: Backend<F>) -> KitResult {
+    let n = iterations() / 4;
+    let fs = &*b.fs;
+    let rv = Rendezvous::new();
+    let made: std::sync::Mutex<Vec<(Ino, Ino, Ino)>> = std::sync::Mutex::new(Vec::new());
+    fn poisoned<T>(_: T) -> Failure {
+        Failure("a party panicked".into())
+    }
+    let mover = |first: bool, seed: u64| {
+        let (rv, made) = (&rv, &made);
+        async move {
+            let _leaving = rv.leaving();
+            let mut rng = seed;
+            let mut won = 0u64;
+            for k in 0..n {
+                if first {
+                    let r = kit_try!(
+                        fs.mkdir(&CTX, Ino::ROOT, nm(&format!("r{k}")), 0o755, 0).await,
+                        "mkdir r{k}"
+                    );
+                    let a = kit_try!(fs.mkdir(&CTX, r.ino, nm("A"), 0o755, 0).await, "mkdir r{k}/A");
+                    let b = kit_try!(fs.mkdir(&CTX, r.ino, nm("B"), 0o755, 0).await, "mkdir r{k}/B");
+                    made.lock().map_err(poisoned)?.push((r.ino, a.ino, b.ino));
+                }
+                if !rv.meet(k) {
+                    return Ok(won);
+                }
+                let (r, a, b) = made.lock().map_err(poisoned)?[k as usize];
+                let (name, into, what) = if first {
+                    ("A", b, "A into B")
+                } else {
+                    ("B", a, "B into A")
+                };
+                Rendezvous::jitter(&mut rng);
+                match fs.rename(&CTX, r, nm(name), into, nm(name), RenameFlags::NONE).await {
+                    Ok(()) => won += 1,
+                    Err(e) if e.errno() == Errno::EINVAL => {}
+                    Err(e) => {
+                        return Err(Failure(format!(
+                            "rule: [rename.no_cycle] of two directories moved into each other at once, one moves and the other is EINVAL\n  expected: success or EINVAL\n  seen:     {:?} ({e:?}) moving {what} (round {k})\n  at: {}:{}",
+                            e.errno(),
+                            file!(),
+                            line!()
+                        )));
+                    }
+                }
+            }
+            Ok(won)
+        }
+    };
+    let wins = std::sync::Mutex::new(0u64);
+    let record = |first: bool, seed: u64| {
+        let (wins, mover) = (&wins, &mover);
+        async move {
+            let w = mover(first, seed).await?;
+            *wins.lock().map_err(poisoned)? += w;
+            Ok(())
+        }
+    };
+    parties(vec![
+        party(record(true, 0x2545_f491_4f6c_dd1d)),
+        party(record(false, 0x9e37_79b9_7f4a_7c15)),
+    ])?;
+    let wins = wins.into_inner().map_err(poisoned)?;
+    let made = made.into_inner().map_err(poisoned)?;
+    for (k, (r, a, b)) in made.iter().enumerate() {
+        for (d, what) in [(*a, "A"), (*b, "B")] {
+            // Up the `..` chain: the round's directory must be reached in at most two steps.
+            let mut at = d;
+            let mut steps = 0;
+            while at != *r && steps < 3 {
+                at = match kit_try!(dotdot(fs, at).await, "readdir of r{k}'s {what} or its parent") {
+                    Some(up) => up,
+                    None => break,
+                };
+                steps += 1;
+            }
+            kit_ensure!(
+                at == *r,
+                "rule: [rename.no_cycle] two directories moved into each other at once stay in the tree\n  expected: r{k}/{what}'s .. chain reaches r{k}\n  seen:     it does not within 3 steps (a cycle cut off from the tree)"
+            );
+        }
+    }
+    kit_ensure!(
+        wins == made.len() as u64,
+        "rule: [rename.no_cycle] of two directories moved into each other at once exactly one moves\n  expected: {} moves in {} rounds\n  seen:     {wins}",
+        made.len(),
+        made.len()
     );
     Ok(())
 }
