@@ -463,6 +463,8 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// # Errors and rules the kit checks
     ///
     /// - listings do not depend on the page size `[readdir.pages]`;
+    /// - cookies are never 0 (the start) and at most `i64::MAX`: FUSE and NFS clients keep
+    ///   them as a signed `off_t` `[readdir.cookie_range]`;
     /// - a listing resumed by cookies never repeats a name `[readdir.no_repeat]` and lists every
     ///   entry that was not changed meanwhile `[readdir.all_untouched]`.
     fn readdir(

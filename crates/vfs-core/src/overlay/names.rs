@@ -54,10 +54,11 @@ pub(crate) async fn list_all<F: VirtualFs>(fs: &F, ino: Ino) -> VfsResult<Vec<Di
     Ok(out)
 }
 
-/// The readdir cookie of `name`: never 0, 1 or 2 (start, `.`, `..`).
+/// The readdir cookie of `name`: a 63-bit hash, so that it stays positive as the signed
+/// `off_t` FUSE and NFS clients keep it in (a negative one cannot be `seekdir`ed to), and
+/// never 0, 1 or 2 (start, `.`, `..`).
 pub(crate) fn cookie_of(name: &[u8]) -> u64 {
-    let h = fnv1a_64(name);
-    if h < 3 { h + 3 } else { h }
+    (fnv1a_64(name) >> 1).max(3)
 }
 
 fn is_dot(n: &[u8]) -> bool {

@@ -932,6 +932,10 @@ pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitR
             page.iter().all(|e| e.cookie != 0),
             "rule: no entry has cookie 0 (0 means the start)\n  seen: {page:?}"
         );
+        kit_ensure!(
+            page.iter().all(|e| e.cookie <= i64::MAX as u64),
+            "rule: [readdir.cookie_range] cookies are positive as a signed 64-bit offset (FUSE and NFS clients keep them as off_t)\n  seen: {page:?}"
+        );
         cookie = last.cookie;
         let names: Vec<String> = page
             .into_iter()
