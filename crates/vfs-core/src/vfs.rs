@@ -462,6 +462,7 @@ pub trait VirtualFs: Send + Sync + 'static {
     ///
     /// # Errors and rules the kit checks
     ///
+    /// - at most `max` entries, `.` and `..` included `[readdir.max]`;
     /// - listings do not depend on the page size `[readdir.pages]`;
     /// - cookies are never 0 (the start) and at most `i64::MAX`: FUSE and NFS clients keep
     ///   them as a signed `off_t` `[readdir.cookie_range]`;
@@ -583,6 +584,8 @@ pub trait VirtualFs: Send + Sync + 'static {
     /// - `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` zeroes exactly the range (clamped
     ///   to the size) and keeps the size `[fallocate.punch]`;
     /// - `EINVAL` for a zero `length` `[fallocate.zero_len]`;
+    /// - `EOPNOTSUPP` for a mode bit Linux does not define, nothing changed
+    ///   `[fallocate.unknown_mode]`;
     /// - `EBADF` for a handle not open for writing `[fallocate.badf]`.
     fn fallocate(
         &self,

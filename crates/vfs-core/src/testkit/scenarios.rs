@@ -914,6 +914,17 @@ pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitR
             "create gone{i}"
         );
     }
+    for cookie in [0, 1] {
+        let page = kit_try!(
+            fs.readdir(&CTX, Ino::ROOT, cookie, 1).await,
+            "readdir from cookie {cookie}, max 1"
+        );
+        kit_eq!(
+            page.len(),
+            1,
+            "[readdir.max] readdir from cookie {cookie} with max 1 (`.` and `..` count too): entries returned"
+        );
+    }
     let mut seen = Vec::new();
     let mut removable: Vec<String> = Vec::new();
     let mut cookie = 0;
@@ -925,7 +936,7 @@ pub async fn readdir_cookies_while_changing<F: VirtualFs>(b: Backend<F>) -> KitR
         let Some(last) = page.last() else { break };
         kit_ensure!(
             page.len() <= 4,
-            "rule: readdir returns at most `max` entries\n  expected: at most 4\n  seen:     {} entries",
+            "rule: [readdir.max] readdir returns at most `max` entries\n  expected: at most 4\n  seen:     {} entries",
             page.len()
         );
         kit_ensure!(
@@ -1089,6 +1100,18 @@ pub async fn fallocate_modes<F: VirtualFs>(b: Backend<F>) -> KitResult {
         fs.fallocate(&CTX, ino, fh, 0, 0, 0).await,
         Errno::EINVAL,
         "[fallocate.zero_len] fallocate of length 0"
+    );
+    // A mode bit Linux does not define: EOPNOTSUPP, and nothing changes.
+    kit_expect_err!(
+        fs.fallocate(&CTX, ino, fh, 0, 10, 0x4000_0000).await,
+        Errno::EOPNOTSUPP,
+        "[fallocate.unknown_mode] fallocate with an undefined mode bit (0x40000000)"
+    );
+    let data = kit_try!(read_all(fs, ino).await, "read f");
+    kit_bytes_eq!(
+        data,
+        want,
+        "[fallocate.unknown_mode] a refused fallocate leaves the data"
     );
     kit_try!(
         fs.fallocate(&CTX, ino, fh, size0 - 50, 1000, 0).await,
