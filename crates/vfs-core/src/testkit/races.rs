@@ -47,10 +47,11 @@ impl Drop for DecOnDrop<'_> {
     }
 }
 
-/// One party of a race: a future run on its own thread.
-pub(crate) type Party<'a> = Pin<Box<dyn Future<Output = KitResult> + Send + 'a>>;
+/// One party of a race: a future run on its own thread, ending with a `T` (most races:
+/// nothing) or a failure.
+pub(crate) type Party<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, Failure>> + Send + 'a>>;
 
-pub(crate) fn party<'a>(f: impl Future<Output = KitResult> + Send + 'a) -> Party<'a> {
+pub(crate) fn party<'a, T>(f: impl Future<Output = Result<T, Failure>> + Send + 'a) -> Party<'a, T> {
     Box::pin(f)
 }
 
@@ -84,6 +85,12 @@ pub(crate) fn land_inside(in_flight: &AtomicU64, rng: &mut u64, give_up: impl Fn
 /// Runs one future per party, each on its own OS thread and runtime; all start together.
 /// Returns the first failure.
 pub(crate) fn parties(futs: Vec<Party<'_>>) -> KitResult {
+    party_results(futs).map(drop)
+}
+
+/// [`parties`] for parties that end with a value: each party's value, in the order given,
+/// or the first failure.
+pub(crate) fn party_results<T: Send>(futs: Vec<Party<'_, T>>) -> Result<Vec<T>, Failure> {
     let barrier = std::sync::Barrier::new(futs.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = futs
@@ -100,11 +107,13 @@ pub(crate) fn parties(futs: Vec<Party<'_>>) -> KitResult {
                 })
             })
             .collect();
-        let mut first = Ok(());
+        let mut first = Ok(Vec::new());
         for h in handles {
             let r = h.join().unwrap_or_else(|_| Err(Failure("a party panicked".into())));
-            if first.is_ok() {
-                first = r;
+            match (&mut first, r) {
+                (Ok(out), Ok(v)) => out.push(v),
+                (Ok(_), Err(f)) => first = Err(f),
+                (Err(_), _) => {}
             }
         }
         first
@@ -382,25 +391,13 @@ pub async fn rename_vs_rename<F: VirtualFs>(b: Backend<F>) -> KitResult {
             Ok((n, won))
         }
     };
-    let results: std::sync::Mutex<Vec<(&str, u64, Vec<u64>)>> = std::sync::Mutex::new(Vec::new());
-    let record = |side: &'static str, seed: u64| {
-        let (results, mover) = (&results, &mover);
-        async move {
-            let (rounds, won) = mover(side, seed).await?;
-            results
-                .lock()
-                .map_err(|_| Failure("a party panicked".into()))?
-                .push((side, rounds, won));
-            Ok(())
-        }
-    };
-    parties(vec![
-        party(record("a", 0x9e37_79b9_7f4a_7c15)),
-        party(record("b", 0xd1b5_4a32_d192_ed03)),
+    let results = party_results(vec![
+        party(mover("a", 0x9e37_79b9_7f4a_7c15)),
+        party(mover("b", 0xd1b5_4a32_d192_ed03)),
     ])?;
-    let results = results.into_inner().map_err(|_| Failure("a party panicked".into()))?;
-    let rounds = results.iter().find(|r| r.0 == "a").map_or(0, |r| r.1);
-    let wins: usize = results.iter().map(|r| r.2.len()).sum();
+    // Party `a` makes the files: its round count is how many there were.
+    let rounds = results.first().map_or(0, |r| r.0);
+    let wins: usize = results.iter().map(|r| r.1.len()).sum();
     let entries = kit_try!(list(fs, Ino::ROOT, 64).await, "readdir / after the renames");
     let mut by_ino: HashMap<Ino, Vec<&str>> = HashMap::new();
     for (name, _, ino) in &entries {
@@ -479,20 +476,12 @@ pub async fn rename_cycle_race<F: VirtualFs>(b: Backend<F>) -> KitResult {
             Ok(won)
         }
     };
-    let wins = std::sync::Mutex::new(0u64);
-    let record = |first: bool, seed: u64| {
-        let (wins, mover) = (&wins, &mover);
-        async move {
-            let w = mover(first, seed).await?;
-            *wins.lock().map_err(poisoned)? += w;
-            Ok(())
-        }
-    };
-    parties(vec![
-        party(record(true, 0x2545_f491_4f6c_dd1d)),
-        party(record(false, 0x9e37_79b9_7f4a_7c15)),
-    ])?;
-    let wins = wins.into_inner().map_err(poisoned)?;
+    let wins: u64 = party_results(vec![
+        party(mover(true, 0x2545_f491_4f6c_dd1d)),
+        party(mover(false, 0x9e37_79b9_7f4a_7c15)),
+    ])?
+    .into_iter()
+    .sum();
     let made = made.into_inner().map_err(poisoned)?;
     for (k, (r, a, b)) in made.iter().enumerate() {
         for (d, what) in [(*a, "A"), (*b, "B")] {
